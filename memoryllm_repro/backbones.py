@@ -17,6 +17,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 DEFAULT_BACKBONE = "smollm2-135m"
+# A random 2-layer Llama with SmolLM2's vocabulary and tokenizer: CLI runs and tests in seconds.
+TINY_BACKBONE = "tiny-random-llama"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Families whose decoder layers have exactly Llama's structure (pre-norm, q/k/v/o projections, RoPE, no q/k norm).
 SUPPORTED_MODEL_TYPES = ("llama", "mistral")
@@ -84,6 +86,9 @@ def load_backbone(name_or_path: str = DEFAULT_BACKBONE, dtype: torch.dtype | str
                   attn_implementation: str = "sdpa", **kwargs) -> PreTrainedModel:
     """Load φ: the embedded default (`"smollm2-135m"`), a local HF folder or a hub id."""
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if name_or_path == TINY_BACKBONE:
+        return tiny_llama(vocab_size=49152, num_hidden_layers=2, attn_implementation=attn_implementation,
+                          bos_token_id=1, eos_token_id=2, pad_token_id=2).to(dtype or torch.float32)
     if name_or_path == DEFAULT_BACKBONE:
         name_or_path = str(smollm2_dir())
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype,
@@ -94,7 +99,7 @@ def load_backbone(name_or_path: str = DEFAULT_BACKBONE, dtype: torch.dtype | str
 
 def load_tokenizer(name_or_path: str = DEFAULT_BACKBONE):
     """The HF tokenizer matching a backbone name, a hub id, a local HF folder or a saved MemoryLLM folder."""
-    if name_or_path == DEFAULT_BACKBONE:
+    if name_or_path in (DEFAULT_BACKBONE, TINY_BACKBONE):
         name_or_path = str(smollm2_dir())
     tok = AutoTokenizer.from_pretrained(name_or_path)
     if tok.pad_token is None:

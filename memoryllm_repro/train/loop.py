@@ -1,0 +1,386 @@
+"""Training φ to write and read memory (§3.2), on accelerate + peft LoRA, from a laptop CPU to multi-GPU.
+
+    python -m memoryllm_repro.train --config small [--steps 300 --out_dir runs/x ...]
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m memoryllm_repro.train --config full
+
+One optimizer step = `grad_accum` micro-batches of one document each (the authors' batch size 1). Per micro-batch
+(official-implementation.md §3.3, Algorithm 1):
+  * with probability 1/2, unless the previous step was one, a *mitigating-forgetting* step re-predicts a cached
+    target;
+  * otherwise k ~ U{1..C(step)} contexts are drawn (C is the curriculum); k = 1 is *new knowledge
+    incorporation* (its two processes 50/50), k > 1 *continuous contexts understanding*;
+  * after the step the contexts' new vectors are committed to the pool (no gradient). Under DDP every rank commits
+    every rank's deltas in rank order with the same generator, so pools stay identical (the official code let
+    ranks drift apart).
+Checkpoints (`out_dir/checkpoints/step-N`) hold the trainable weights only, the optimizer, RNG states, the trainer
+state and the pool; a killed run restarts from the newest one without repeating finished steps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..backbones import load_tokenizer
+from ..data.corpus import DefaultSamples, chunk_document, load_texts
+from ..model import MemoryLLM
+from . import objectives
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
+
+
+@dataclass
+class TrainConfig:
+    base: str = "smollm2-135m"          # backbone φ: "smollm2-135m", a local path or hub id
+    num_blocks: int = 30                # N = num_blocks * num_tokens
+    num_tokens: int = 64                # K
+    memory_source: str = "output"       # "output" (paper) or "input" (ablation)
+    out_dir: str = "runs/small"
+    steps: int = 3000                   # optimizer steps
+    grad_accum: int = 1                 # micro-batches (documents) per optimizer step
+    lr: float = 1e-3                    # AdamW, constant (the authors used no schedule)
+    weight_decay: float = 0.01          # torch AdamW default, as the authors
+    max_grad_norm: float = 1.0          # 0 disables clipping (the authors had none)
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_targets: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj",
+                                                        "down_proj"])
+    train_bos: bool = False             # the BOS vectors stay fixed as in the authors' 7B run
+    dtype: str = "float32"              # weights dtype
+    mixed_precision: str = "no"         # accelerate: "no", "bf16", "fp16"
+    corpus: str | None = None           # None = bundled default; else a path or hub name (load_texts)
+    text_field: str | None = None
+    corpus_limit: int | None = 100000   # documents read from a user corpus
+    min_len: int = 64                   # chunk lengths in tokens (authors: 256-512)
+    max_len: int = 128
+    p_generic: float = 0.3              # share of generic-text documents in the default corpus
+    curriculum_steps: list = field(default_factory=lambda: [300, 600, 1000, 1500])
+    curriculum_values: list = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    through_write_ratio: float = 0.5    # P(process (a)) in new knowledge incorporation
+    forgetting: bool = True             # Algorithm 1 replay steps
+    save_every: int = 50                # optimizer steps between checkpoints
+    keep_checkpoints: int = 2
+    eval_every: int = 250               # 0 disables the retention validation
+    eval_examples: int = 24
+    eval_updates: int = 2
+    log_nomem_loss: bool = True         # also log the target's loss without memory (new-knowledge steps)
+    max_minutes: float = 0              # stop cleanly (with a checkpoint) after this long; 0 = no limit
+    threads: int = 0                    # torch CPU threads (0 = default); 1 when sharing 2 cores with other work
+    seed: int = 0
+
+    @classmethod
+    def load(cls, name_or_path: str | None = None, **overrides) -> "TrainConfig":
+        values = {}
+        if name_or_path:
+            path = Path(name_or_path)
+            if not path.is_file():
+                path = CONFIG_DIR / f"{name_or_path}.yaml"
+            values = yaml.safe_load(path.read_text()) or {}
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        for k, v in {**values, **overrides}.items():
+            if k not in names:
+                raise ValueError(f"unknown training option {k!r}")
+            values[k] = v
+        return cls(**values)
+
+
+def num_contexts(step: int, cfg: TrainConfig) -> int:
+    """Curriculum C(step): values[i] with i = number of checkpoints strictly below step (the authors' rule)."""
+    return cfg.curriculum_values[sum(step > s for s in cfg.curriculum_steps)]
+
+
+class CorpusSamples:
+    """Samples from any text corpus with the authors' chunker; sample i is a pure function of (seed, i)."""
+
+    def __init__(self, tokenizer, texts, seed=0, min_len=256, max_len=512):
+        self.tok, self.texts, self.seed, self.min_len, self.max_len = tokenizer, texts, seed, min_len, max_len
+
+    def sample(self, index: int, k: int) -> dict:
+        rng = random.Random(f"{self.seed}-{index}")
+        for _ in range(50):
+            ids = self.tok(rng.choice(self.texts), add_special_tokens=False).input_ids
+            chunks = chunk_document(ids, self.min_len, self.max_len, rng)
+            if len(chunks) >= 2:
+                chunks = chunks[-(k + 1):]
+                return {"contexts": chunks[:-1], "target": chunks[-1], "kind": "corpus"}
+        raise ValueError("corpus documents are too short to chunk; lower min_len/max_len")
+
+
+class Objective(nn.Module):
+    """The unit DDP wraps: forward runs one objective and returns (loss, deltas to commit)."""
+
+    def __init__(self, model: MemoryLLM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, plan: dict, generator: torch.Generator):
+        m = self.model
+        if plan["kind"] == "forgetting":
+            return objectives.mitigating_forgetting(m, plan["target"])
+        if len(plan["contexts"]) == 1:
+            return objectives.new_knowledge_incorporation(m, plan["contexts"][0], plan["target"],
+                                                          plan["through_write"], generator)
+        return objectives.continuous_contexts_understanding(m, plan["contexts"], plan["target"], generator)
+
+
+def trainable_state(model: MemoryLLM) -> dict:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def build_model(cfg: TrainConfig) -> MemoryLLM:
+    model = MemoryLLM.from_base(cfg.base, num_blocks=cfg.num_blocks, num_tokens=cfg.num_tokens,
+                                dtype=getattr(torch, cfg.dtype), memory_source=cfg.memory_source, seed=cfg.seed)
+    model.add_lora(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                   target_modules=cfg.lora_targets)
+    for n, p in model.named_parameters():
+        p.requires_grad = ("lora_" in n or n == "new_memory_positional_emb"
+                           or (cfg.train_bos and n == "bos_embedding"))
+    return model
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, model: MemoryLLM | None = None, tokenizer=None, samples=None,
+                 accelerator=None):
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.acc = accelerator or Accelerator(
+            mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+            cpu=not torch.cuda.is_available(),   # CPU-only: multi-process runs use gloo
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        self.out = Path(cfg.out_dir)
+        self.tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.base)
+        self.model = (model or build_model(cfg)).to(self.acc.device)
+        if samples is None:
+            if cfg.corpus:
+                texts = load_texts(cfg.corpus, text_field=cfg.text_field, limit=cfg.corpus_limit)
+                samples = CorpusSamples(self.tok, texts, cfg.seed, cfg.min_len, cfg.max_len)
+            else:
+                samples = DefaultSamples(self.tok, cfg.seed, cfg.min_len, cfg.max_len, cfg.p_generic)
+        self.samples = samples
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.runner, self.opt = self.acc.prepare(Objective(self.model), self.opt)
+        # trainer state; `rng` decides objectives, `gen` draws pool subsets (same on every rank)
+        self.state = {"step": 0, "micro": 0, "last_indicator": 1, "nuc": 0, "cached": None}
+        self.rng = random.Random(cfg.seed)
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.acc.register_save_state_pre_hook(self._save_hook)
+        self.acc.register_load_state_pre_hook(self._load_hook)
+
+    # ---------------------------------------------------------------- checkpoints
+    def _save_hook(self, models, weights, output_dir):
+        if self.acc.is_main_process:
+            save_file(trainable_state(self.model), os.path.join(output_dir, "trainable.safetensors"))
+        weights.clear()          # the frozen backbone is not saved: it is reloaded from its source
+
+    def _load_hook(self, models, input_dir):
+        sd = load_file(os.path.join(input_dir, "trainable.safetensors"))
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for k, v in sd.items():
+                params[k].copy_(v)
+        models.clear()
+
+    def checkpoints(self) -> list[Path]:
+        root = self.out / "checkpoints"
+        return sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if root.is_dir() else []
+
+    def save(self) -> Path:
+        final = self.out / "checkpoints" / f"step-{self.state['step']:07d}"
+        tmp = final.with_name(final.name + ".tmp")
+        if self.acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.acc.wait_for_everyone()
+        self.acc.save_state(str(tmp))
+        if self.acc.is_main_process:
+            self.model.save_memory(tmp / "memory.safetensors")
+            st = dict(self.state, cached=None)
+            torch.save({"state": st, "cached": self.state["cached"], "rng": self.rng.getstate(),
+                        "gen": self.gen.get_state()}, tmp / "trainer.pt")
+            (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(self.cfg), indent=1))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)            # atomic: a kill leaves either the old or the new checkpoint
+            for old in self.checkpoints()[:-self.cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.acc.wait_for_everyone()
+        return final
+
+    def resume(self) -> bool:
+        ckpts = self.checkpoints()
+        if not ckpts:
+            return False
+        ck = ckpts[-1]
+        self.acc.load_state(str(ck))
+        self.model.load_memory(ck / "memory.safetensors")
+        blob = torch.load(ck / "trainer.pt", weights_only=False)
+        self.state = dict(blob["state"], cached=blob["cached"])
+        self.rng.setstate(blob["rng"])
+        self.gen.set_state(blob["gen"])
+        return True
+
+    # ---------------------------------------------------------------- one micro-batch
+    def _tensor(self, ids):
+        return torch.tensor([ids], dtype=torch.long, device=self.acc.device)
+
+    def plan(self) -> dict:
+        """Choose the objective of the next micro-batch (Algorithm 1 + curriculum + 50/50 processes)."""
+        st, cfg = self.state, self.cfg
+        if not cfg.forgetting or st["last_indicator"] == 1 or st["nuc"] == 0 or st["cached"] is None:
+            indicator = 0
+        else:
+            indicator = self.rng.randint(0, 1)
+        through_write = self.rng.random() < cfg.through_write_ratio
+        k = self.rng.randint(1, num_contexts(st["step"], cfg))
+        index = st["micro"] * self.acc.num_processes + self.acc.process_index
+        st["micro"] += 1
+        if indicator == 1:
+            return {"kind": "forgetting", "target": st["cached"].to(self.acc.device), "indicator": 1}
+        s = self.samples.sample(index, k)
+        return {"kind": s["kind"], "contexts": [self._tensor(c) for c in s["contexts"]],
+                "target": self._tensor(s["target"]), "through_write": through_write, "indicator": 0}
+
+    def commit(self, deltas: list[torch.Tensor]) -> None:
+        """Write this step's deltas into the pool; under DDP every rank writes all ranks' deltas in rank order."""
+        if self.acc.num_processes > 1:
+            from accelerate.utils import gather_object
+            gathered = gather_object([[d.cpu() for d in deltas]])
+            deltas = [d.to(self.acc.device) for per_rank in gathered for d in per_rank]
+        for d in deltas:
+            self.model.write_memory(d)
+
+    def warm_pool(self) -> None:
+        """Fill the pool before training (the authors' run got its first write from a validation pass): write
+        N/K contexts from a separate sample stream, in order, without gradient."""
+        with torch.no_grad():
+            for i in range(self.cfg.num_blocks):
+                s = self.samples.sample(-1 - i, 1)
+                self.model.inject_memory(self._tensor(s["contexts"][0]))
+
+    # ---------------------------------------------------------------- evaluation
+    def validate(self) -> dict:
+        from ..data.retention_set import heldout_retention_set
+        from ..eval.retention import run_retention
+        examples, distractors = heldout_retention_set(self.cfg.eval_examples, n_distractors=10, seed=1)
+        self.model.eval()
+        rows = run_retention(self.model, self.tok, examples, distractors, self.cfg.eval_updates, progress=False)
+        self.model.train()
+        out = {}
+        for r in rows:
+            key = "borderline" if r["condition"] == "borderline" else f"acc_step{r['step']}"
+            out.setdefault(key, []).append(r["hit"])
+        return {k: sum(v) / len(v) for k, v in out.items()}
+
+    # ---------------------------------------------------------------- the loop
+    def train(self) -> dict:
+        cfg, acc = self.cfg, self.acc
+        self.out.mkdir(parents=True, exist_ok=True)
+        resumed = self.resume()
+        st = self.state
+        if not resumed:
+            self.warm_pool()
+            if acc.is_main_process:
+                (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.steps, initial=st["step"], desc="train",
+                   disable=not acc.is_local_main_process or os.environ.get("TQDM_DISABLE") == "1")
+        log = (self.out / "log.jsonl").open("a") if acc.is_main_process else None
+        t_start, last_save = time.time(), st["step"]
+        self.model.train()
+        while st["step"] < cfg.steps:
+            t0 = time.time()
+            plan = self.plan()
+            with acc.accumulate(self.runner):
+                loss, deltas = self.runner(plan, self.gen)
+                acc.backward(loss)
+                if acc.sync_gradients and cfg.max_grad_norm:
+                    acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.max_grad_norm)
+                self.opt.step()
+                self.opt.zero_grad()
+            nomem = None
+            if cfg.log_nomem_loss and plan["kind"] != "forgetting" and len(plan["contexts"]) == 1:
+                with torch.no_grad():
+                    nomem = self.model(plan["target"], labels=plan["target"], use_memory=False).loss.item()
+            self.commit(deltas)
+            k = len(plan.get("contexts", []))
+            if plan["indicator"] == 0:
+                if st["last_indicator"] == 1:
+                    st["cached"], st["nuc"] = plan["target"].cpu(), 0
+                else:
+                    st["nuc"] += k
+            st["last_indicator"] = plan["indicator"]
+            if not acc.sync_gradients:
+                continue
+            st["step"] += 1
+            bar.update(1)
+            objective = ("forgetting" if plan["kind"] == "forgetting" else
+                         ("new_knowledge_" + ("write_grad" if plan["through_write"] else "full_pool")) if k == 1
+                         else f"continuous_{k}")
+            rec = {"step": st["step"], "objective": objective, "kind": plan["kind"], "loss": loss.item(),
+                   "loss_nomem": nomem, "sec": round(time.time() - t0, 3),
+                   "target_tokens": int(plan["target"].shape[1])}
+            if log:
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", obj=objective[:12])
+            if cfg.eval_every and st["step"] % cfg.eval_every == 0 and acc.is_main_process:
+                val = self.validate()
+                with (self.out / "val.jsonl").open("a") as f:
+                    f.write(json.dumps({"step": st["step"], **val}) + "\n")
+            out_of_time = cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes
+            if st["step"] - last_save >= cfg.save_every or st["step"] == cfg.steps or out_of_time:
+                self.save()
+                last_save = st["step"]
+            if out_of_time:
+                break
+        bar.close()
+        if log:
+            log.close()
+        return {"step": st["step"], "done": st["step"] >= cfg.steps}
+
+    def export(self, directory, warmup: dict | None = None, dtype=torch.float16) -> None:
+        """Write the trained model as a MemoryLLM checkpoint without its pool (adapter + vectors + config)."""
+        if warmup is not None:
+            self.model.config.warmup = warmup
+        self.model.save_pretrained(directory, save_memory=False, dtype=dtype)
+
+
+def parse_overrides(items: list[str]) -> dict:
+    out, i = {}, 0
+    while i < len(items):
+        key = items[i].lstrip("-").replace("-", "_")
+        if "=" in key:
+            key, val = key.split("=", 1)
+            i += 1
+        else:
+            val = items[i + 1]
+            i += 2
+        out[key] = yaml.safe_load(val)
+    return out
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(description="Train MemoryLLM (LoRA + new-memory vector) with the paper's "
+                                             "three objectives.", allow_abbrev=False)
+    ap.add_argument("--config", default="small", help="preset name under configs/train/ or a yaml path")
+    args, rest = ap.parse_known_args(argv)
+    cfg = TrainConfig.load(args.config, **parse_overrides(rest))
+    result = Trainer(cfg).train()
+    print(json.dumps(result))
+
+
+__all__ = ["TrainConfig", "Trainer", "main", "num_contexts"]

@@ -1,0 +1,58 @@
+"""The paper's three training objectives (§3.2), one function each. Each returns the loss and the deltas that
+the trainer commits to the pool after the optimizer step ("the pool is written with that step's contexts",
+official-implementation.md §3.3): the pool is never trained by gradient."""
+from __future__ import annotations
+
+import torch
+
+
+def sample_pool_rows(model, keep: int, generator: torch.Generator) -> torch.Tensor:
+    """A sorted uniform random subset of `keep` old vectors per layer (independent per layer): [1, L, keep, d]."""
+    L, N = model.L, model.N
+    idx = torch.rand(1, L, N, generator=generator).argsort(-1)[..., :keep].sort(-1).values.to(model._pool.device)
+    return model._pool[:1].gather(2, idx[..., None].expand(-1, -1, -1, model.d))
+
+
+def new_knowledge_incorporation(model, x1, x2, through_write: bool, generator):
+    """§3.2.1, Figure 2: write x1, predict x2. Two processes, chosen 50/50 by the caller:
+    (a) `through_write=True`: gradient flows through the write; x2 reads only [bos; e_θ'] (the K new vectors);
+    (b) the write is detached and x2 reads the full updated pool [random N-K old vectors; e_θ'].
+    Process (b) is what teaches reading among N vectors (training-notes.md: (a) alone never learns to find a
+    fact in a full pool)."""
+    delta = model.inject_memory(x1, update_memory=False)
+    if through_write:
+        rows = delta
+    else:
+        delta = delta.detach()
+        rows = torch.cat([sample_pool_rows(model, model.N - model.K, generator), delta], 2)
+    loss = model(x2, labels=x2, memory_rows=rows).loss
+    return loss, [delta.detach()]
+
+
+def continuous_contexts_understanding(model, contexts, target, generator):
+    """§3.2.2, Figure 3: write x_1..x_{n-1} without gradient (each write sees the previous one's K vectors as its
+    prefix, exactly as sequential commits would), then predict x_n from the pool as it would be after those
+    writes: [random subset of old vectors; the new vectors, thinned by the drops they would have suffered]."""
+    deltas, acc, prev = [], None, None
+    with torch.no_grad():
+        for c in contexts:
+            d = model.inject_memory(c, update_memory=False, memory_rows=prev)
+            deltas.append(d)
+            if acc is not None:   # each later write drops K of N vectors: thin the earlier deltas alike
+                keep = acc.shape[2] - acc.shape[2] // model.config.num_blocks
+                idx = torch.rand(1, model.L, acc.shape[2], generator=generator).argsort(-1)[..., :keep]
+                idx = idx.sort(-1).values.to(acc.device)
+                acc = acc.gather(2, idx[..., None].expand(-1, -1, -1, model.d))
+            acc = d if acc is None else torch.cat([acc, d], 2)
+            prev = d
+    rows = torch.cat([sample_pool_rows(model, model.N - acc.shape[2], generator), acc], 2)
+    loss = model(target, labels=target, memory_rows=rows).loss
+    return loss, deltas
+
+
+def mitigating_forgetting(model, cached_target):
+    """§3.2.3, Algorithm 1 (the efficient form the authors used): re-predict a target cached at an earlier step,
+    whose contexts were committed then and have since been followed by other steps' writes. Reads the full
+    current pool; writes nothing."""
+    loss = model(cached_target, labels=cached_target).loss
+    return loss, []

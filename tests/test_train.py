@@ -1,0 +1,169 @@
+"""Training: the three objectives, the pool written after each step, resume after a kill, DDP-identical pools."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+
+from conftest import make_model, rand_ids
+from memoryllm_repro.train import (TrainConfig, Trainer, continuous_contexts_understanding, mitigating_forgetting,
+                                   new_knowledge_incorporation, num_contexts)
+
+warnings.filterwarnings("ignore", message="context of")
+
+
+class RandomSamples:
+    """Random token documents; sample i is a pure function of i, like the real sample streams."""
+
+    def sample(self, index, k):
+        r = random.Random(index)
+        k = r.randint(1, k)
+        ids = lambda: [r.randint(3, 255) for _ in range(r.randint(10, 24))]
+        return {"contexts": [ids() for _ in range(k)], "target": ids(), "kind": "random"}
+
+
+def lora_model(seed=0, dtype=torch.float32):
+    model = make_model(seed=seed, dtype=dtype)
+    model.add_lora(r=4, lora_dropout=0.0)
+    for n, p in model.named_parameters():
+        p.requires_grad = "lora_" in n or n == "new_memory_positional_emb"
+    with torch.no_grad():   # LoRA B starts at zero; make it non-zero so every path carries gradient
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    for i in range(4):
+        model.inject_memory(rand_ids(20, seed=i))
+    model.train()
+    return model
+
+
+def params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("objective", ["write_grad", "full_pool", "continuous", "forgetting"])
+def test_step_changes_only_trainable_parameters(objective):
+    model = lora_model()
+    before, pool = params(model), model.memory.clone()
+    g = torch.Generator().manual_seed(0)
+    x1, x2, x3 = rand_ids(20, seed=10), rand_ids(15, seed=11), rand_ids(18, seed=12)
+    if objective == "continuous":
+        loss, deltas = continuous_contexts_understanding(model, [x1, x3], x2, g)
+    elif objective == "forgetting":
+        loss, deltas = mitigating_forgetting(model, x2)
+    else:
+        loss, deltas = new_knowledge_incorporation(model, x1, x2, objective == "write_grad", g)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    loss.backward()
+    opt.step()
+    after = params(model)
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and all("lora_" in n or n == "new_memory_positional_emb" for n in changed)
+    assert any("lora_" in n for n in changed)
+    assert torch.equal(model.memory, pool)          # objectives never write the pool themselves
+    assert len(deltas) == {"continuous": 2, "forgetting": 0}.get(objective, 1)
+
+
+def test_gradient_through_the_write_only_in_process_a():
+    for through_write in (True, False):
+        model = lora_model()
+        g = torch.Generator().manual_seed(0)
+        loss, _ = new_knowledge_incorporation(model, rand_ids(20, seed=1), rand_ids(15, seed=2), through_write, g)
+        loss.backward()
+        grad = model.new_memory_positional_emb.grad   # e_new is used only by the write
+        # a LoRA weight of the first layer's MLP: reaches the loss only through the written vectors in (a)
+        mlp = model.layers[0].mlp.down_proj.lora_B["default"].weight.grad
+        if through_write:
+            assert grad is not None and grad.abs().sum() > 0 and mlp.abs().sum() > 0
+        else:
+            assert grad is None or grad.abs().sum() == 0
+            assert mlp is not None   # still trained by the read of x2 itself
+
+
+def test_curriculum_matches_authors_rule():
+    cfg = TrainConfig(curriculum_steps=[10000, 15000, 20000, 30000, 50000, 60000],
+                      curriculum_values=[1, 2, 3, 4, 5, 10, 20])
+    assert [num_contexts(s, cfg) for s in (0, 10000, 10001, 15001, 60000, 60001)] == [1, 1, 2, 3, 10, 20]
+
+
+def make_trainer(tmp, steps, seed=0, **kw):
+    cfg = TrainConfig(out_dir=str(tmp), steps=steps, num_blocks=4, num_tokens=8, eval_every=0, save_every=2,
+                      lr=1e-2, curriculum_steps=[2], curriculum_values=[1, 3], seed=seed, **kw)
+    return Trainer(cfg, model=lora_model(seed), tokenizer=object(), samples=RandomSamples())
+
+
+def test_pool_written_after_every_step(tmp_path):
+    tr = make_trainer(tmp_path, steps=4)
+    commits = []
+    orig = tr.model.write_memory
+    tr.model.write_memory = lambda d: (commits.append(tr.state["step"]), orig(d))
+    tr.train()
+    log = [json.loads(l) for l in (tmp_path / "log.jsonl").open()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    for r in log:   # every step wrote its contexts; a forgetting (replay) step writes nothing
+        assert ((r["step"] - 1) in commits) == (r["objective"] != "forgetting")
+
+
+def test_resume_continues_exactly(tmp_path):
+    full = make_trainer(tmp_path / "a", steps=6)
+    full.train()
+    part = make_trainer(tmp_path / "b", steps=3)       # "killed" after step 3 (its last checkpoint)
+    part.train()
+    resumed = make_trainer(tmp_path / "b", steps=6)    # fresh objects, as after a restart
+    assert resumed.resume() and resumed.state["step"] == 3
+    resumed = make_trainer(tmp_path / "b", steps=6)
+    resumed.train()
+    log_a = [json.loads(l) for l in (tmp_path / "a" / "log.jsonl").open()]
+    log_b = [json.loads(l) for l in (tmp_path / "b" / "log.jsonl").open()]
+    assert [r["step"] for r in log_b] == [1, 2, 3, 4, 5, 6]             # nothing repeated, nothing lost
+    assert [(r["objective"], r["target_tokens"]) for r in log_a] == [(r["objective"], r["target_tokens"])
+                                                                      for r in log_b]
+    assert torch.allclose(torch.tensor([r["loss"] for r in log_a]), torch.tensor([r["loss"] for r in log_b]))
+    assert torch.equal(full.model.memory, resumed.model.memory)
+    pa, pb = params(full.model), params(resumed.model)
+    assert all(torch.equal(pa[n], pb[n]) for n in pa)
+
+
+def test_cli_survives_kill_9(tmp_path):
+    """A real `python -m memoryllm_repro.train` process killed with SIGKILL resumes from its last checkpoint."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "memoryllm_repro.train", "--config", "small", "--base", "tiny-random-llama",
+            "--num_blocks", "4", "--num_tokens", "16", "--save_every", "3", "--eval_every", "0",
+            "--out_dir", str(out), "--min_len", "24", "--max_len", "48", "--threads", "1"]
+    env = dict(os.environ, TQDM_DISABLE="1")
+    proc = subprocess.Popen(args + ["--steps", "5000"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(tmp_path / "err.txt", "w"))
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((out / "checkpoints").glob("step-0000006")):
+        time.sleep(0.02)
+        assert proc.poll() is None, (tmp_path / "err.txt").read_text()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = [json.loads(l)["step"] for l in (out / "log.jsonl").open()]
+    ckpt = max(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*") if ".tmp" not in p.name)
+    assert ckpt >= 6 and done[-1] < 5000
+    res = subprocess.run(args + ["--steps", str(ckpt + 4)], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    steps = [json.loads(l)["step"] for l in (out / "log.jsonl").open()]
+    # the log restarts right after the checkpoint: steps logged after it are redone, none is skipped
+    assert steps[len(done):] == list(range(ckpt + 1, ckpt + 5))
+
+
+def test_two_process_gloo_keeps_pools_identical(tmp_path):
+    """Two CPU ranks (torchrun, gloo) see different documents; after training both hold the same pool."""
+    worker = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
+    env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_addr", "127.0.0.1", "--master_port", "29533", worker, str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    p0, p1 = torch.load(tmp_path / "pool-0.pt"), torch.load(tmp_path / "pool-1.pt")
+    assert torch.equal(p0, p1)
+    l0, l1 = torch.load(tmp_path / "lora-0.pt"), torch.load(tmp_path / "lora-1.pt")
+    assert all(torch.allclose(l0[n], l1[n]) for n in l0)
