@@ -605,7 +605,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         return sd
 
     def save_pretrained(self, save_directory, save_memory: bool = True, save_backbone: bool | None = None,
-                        tokenizer=None, dtype: torch.dtype | None = None, **_):
+                        tokenizer=None, dtype: torch.dtype | None = None, save_tokenizer: bool = True, **_):
         """Write config, learned vectors + LoRA adapter, the memory (optional) and the tokenizer. The backbone is
         saved only when it cannot be found again by name (`config.backbone` is None) or when asked."""
         out = Path(save_directory)
@@ -619,12 +619,12 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             (out / "backbone").mkdir(exist_ok=True)
             self.base.config.save_pretrained(out / "backbone")
             save_file(self._backbone_state(), str(out / "backbone" / "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer is None and self.config.backbone is not None:
+        if tokenizer is None and self.config.backbone is not None and save_tokenizer:
             try:
                 tokenizer = load_tokenizer(self.config.backbone)
             except Exception as err:   # a hub id offline: the checkpoint is still complete without it
                 warnings.warn(f"tokenizer not saved: {err}")
-        if tokenizer is not None:
+        if tokenizer is not None and save_tokenizer:
             tokenizer.save_pretrained(out)
 
     @classmethod
@@ -662,7 +662,21 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
                     params[k].copy_(v)
         if load_memory and (local / MEMORY_FILE).is_file():
             model.load_memory(local / MEMORY_FILE)
+        elif load_memory and getattr(config, "warmup", None):
+            model.eval().warm_up(**config.warmup)
         return model.eval()
+
+    @torch.no_grad()
+    def warm_up(self, source: str = "generic", num_writes: int | None = None, seed: int = 0,
+                min_len: int = 64, max_len: int = 128, tokenizer=None) -> None:
+        """Rebuild a warm pool deterministically: reset, then write `num_writes` (default N/K) chunks of the
+        bundled generic text. Checkpoints store this recipe instead of a pool (66 MB for the small model)."""
+        from .data.corpus import warmup_contexts
+        tok = tokenizer or load_tokenizer(self.config.backbone or "smollm2-135m")
+        self.reset_memory()
+        self.seed(seed)
+        for ids in warmup_contexts(tok, num_writes or self.config.num_blocks, seed, min_len, max_len, source):
+            self.inject_memory(torch.tensor([ids], device=self.device))
 
 
 def expected_retention(t, N: int, K: int) -> float:

@@ -20,6 +20,7 @@ from .world import World, paragraph, qa_block
 
 REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 GENERIC_FILE = REPO_DATA / "generic_smollm2.jsonl"
+GENERIC_HOLDOUT = 40   # the last 40 generic documents: never trained on, used for the perplexity check
 
 
 def chunk_document(ids: list[int], min_len: int, max_len: int, rng: random.Random) -> list[list[int]]:
@@ -76,7 +77,7 @@ class DefaultSamples:
     """The bundled offline training distribution (see module docstring)."""
 
     def __init__(self, tokenizer, seed: int = 0, min_len: int = 64, max_len: int = 128, p_generic: float = 0.3,
-                 texts: list[str] | None = None, generic_holdout: int = 40):
+                 texts: list[str] | None = None, generic_holdout: int = GENERIC_HOLDOUT):
         self.tok, self.seed, self.min_len, self.max_len, self.p_generic = tokenizer, seed, min_len, max_len, p_generic
         self.world = World(seed=0, split="train")
         texts = generic_texts() if texts is None else texts
@@ -130,3 +131,19 @@ class DefaultSamples:
         questions += rng.sample(flat, min(n_q - len(questions), len(flat)))
         rng.shuffle(questions)
         return {"contexts": contexts, "target": self.encode(qa_block(questions, rng)), "kind": f"facts{k}"}
+
+
+def warmup_contexts(tokenizer, num_writes: int, seed: int = 0, min_len: int = 64, max_len: int = 128,
+                    source: str = "generic") -> list[list[int]]:
+    """The contexts a checkpoint's warm-up recipe writes: chunks of the training part of the bundled generic
+    text (never the held-out documents used for the perplexity check), chosen by `seed`."""
+    if source != "generic":
+        raise ValueError(f"unknown warm-up source {source!r}")
+    texts = generic_texts()[:-GENERIC_HOLDOUT]
+    rng = random.Random(f"warmup-{seed}")
+    out = []
+    while len(out) < num_writes:
+        chunks = chunk_document(tokenizer(rng.choice(texts), add_special_tokens=False).input_ids, min_len,
+                                max_len, rng)
+        out += chunks[: num_writes - len(out)]
+    return out

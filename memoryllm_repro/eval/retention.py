@@ -88,3 +88,66 @@ class _null:
 
     def __exit__(self, *a):
         return False
+
+
+# ---------------------------------------------------------------------------------------------- Figure 5
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion k/n."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
+
+
+def retention_data(dataset: str, tok, num_examples: int, num_distractors: int, seed: int = 0,
+                   data_dir: str | None = None):
+    """(examples, unrelated contexts) of one dataset: "bundled" (our held-out set), "squad", "nq"."""
+    from pathlib import Path
+
+    from ..data import qa_datasets as qa
+    if dataset == "bundled":
+        from ..data.retention_set import heldout_retention_set
+        return heldout_retention_set(num_examples, num_distractors, seed)
+    root = Path(data_dir or "data")
+    if dataset == "squad":
+        dev = root / "squad" / "dev-v2.0.json"
+        src = str(dev) if dev.exists() else "rajpurkar/squad_v2"
+        examples = qa.load_squad(src, tok, 3, num_examples, split="validation")
+        train = str(dev).replace("dev", "train") if dev.exists() else src
+        paras = (c for c, _ in qa.squad_paragraphs(train, split="train"))
+        return examples, qa.unrelated_contexts(paras, tok, num_distractors, 768, 512)
+    if dataset == "nq":
+        dev = root / "nq" / "v1.0-simplified_nq-dev-all.jsonl"
+        examples = qa.load_nq(dev, tok, 4, num_examples)
+        train = root / "nq" / "v1.0-simplified_simplified-nq-train.jsonl"
+        paras = (c for _, _, c, _ in qa.nq_examples(train))
+        return examples, qa.unrelated_contexts(paras, tok, num_distractors, 512, 512)
+    raise ValueError(f"unknown retention dataset {dataset!r} (bundled, squad, nq)")
+
+
+def run_figure5(model, tok, datasets=("bundled",), num_examples: int = 40, num_updates: int = 15,
+                num_distractors: int = 30, seed: int = 0, carry_over: bool = False, data_dir=None,
+                progress: bool = True):
+    """All rows of Figure 5 for one model, as a DataFrame (dataset, id, condition, step, hit, pred)."""
+    import pandas as pd
+    rows = []
+    for ds in datasets:
+        examples, distractors = retention_data(ds, tok, num_examples, num_distractors, seed, data_dir)
+        for r in run_retention(model, tok, examples, distractors, num_updates, carry_over=carry_over,
+                               in_prompt=True, progress=progress):
+            rows.append({"dataset": ds, **r})
+    return pd.DataFrame(rows)
+
+
+def summarize(df):
+    """Accuracy with Wilson intervals per (dataset, condition, step)."""
+    import pandas as pd
+    out = []
+    for (ds, cond, step), g in df.groupby(["dataset", "condition", "step"]):
+        k, n = int(g["hit"].sum()), len(g)
+        lo, hi = wilson(k, n)
+        out.append(dict(dataset=ds, condition=cond, step=step, accuracy=k / n, n=n, ci_low=lo, ci_high=hi))
+    return pd.DataFrame(out)

