@@ -82,10 +82,24 @@ def check_architecture(model: PreTrainedModel) -> None:
         raise ValueError(f"MemoryLLM wraps Llama-family decoders {SUPPORTED_MODEL_TYPES}; got model_type={mt!r}")
 
 
+def linear_rope(config, factor: float) -> None:
+    """Linear RoPE interpolation by `factor`, as the authors' training code sets it: (N + 512) / 4096 = 2.0 for
+    Llama-2-7B with N = 7680, so positions of the memory prefix plus a chunk stay inside the trained range."""
+    theta = (getattr(config, "rope_parameters", None) or {}).get("rope_theta", getattr(config, "rope_theta", 1e4))
+    config.rope_parameters = {"rope_type": "linear", "factor": float(factor), "rope_theta": theta}
+
+
 def load_backbone(name_or_path: str = DEFAULT_BACKBONE, dtype: torch.dtype | str | None = torch.float32,
-                  attn_implementation: str = "sdpa", **kwargs) -> PreTrainedModel:
-    """Load φ: the embedded default (`"smollm2-135m"`), a local HF folder or a hub id."""
+                  attn_implementation: str = "sdpa", rope_factor: float | None = None, **kwargs) -> PreTrainedModel:
+    """Load φ: the embedded default (`"smollm2-135m"`), a local HF folder or a hub id. `rope_factor` switches on
+    linear RoPE scaling."""
     dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if rope_factor:
+        from transformers import AutoConfig
+        src = str(smollm2_dir()) if name_or_path == DEFAULT_BACKBONE else name_or_path
+        config = AutoConfig.from_pretrained(src)
+        linear_rope(config, rope_factor)
+        kwargs["config"] = config
     if name_or_path == TINY_BACKBONE:
         return tiny_llama(vocab_size=49152, num_hidden_layers=2, attn_implementation=attn_implementation,
                           bos_token_id=1, eos_token_id=2, pad_token_id=2).to(dtype or torch.float32)

@@ -57,7 +57,8 @@ class MemoryLLMConfig(PretrainedConfig):
     def __init__(self, backbone: str | None = None, backbone_config: dict | None = None, num_blocks: int = 30,
                  num_tokens: int = 64, add_bos_embedding: bool = True, bos_init: str = "hidden",
                  memory_source: str = "output", drop_memory_per_layer: bool = True, min_context_tokens: int = 16,
-                 short_context: str = "warn", seed: int = 0, lora: dict | None = None, **kwargs):
+                 short_context: str = "warn", seed: int = 0, lora: dict | None = None,
+                 rope_factor: float | None = None, **kwargs):
         self.backbone = backbone                    # "smollm2-135m", a path or hub id; None = weights saved with us
         self.backbone_config = backbone_config or {}
         self.num_blocks = num_blocks                # N = num_blocks * num_tokens
@@ -70,6 +71,7 @@ class MemoryLLMConfig(PretrainedConfig):
         self.short_context = short_context          # "warn" or "raise" for contexts below the minimum
         self.seed = seed
         self.lora = lora                            # peft LoraConfig kwargs once adapters are attached
+        self.rope_factor = rope_factor              # linear RoPE scaling applied to the backbone (authors: 2.0)
         super().__init__(**kwargs)
         for name, allowed in (("memory_source", ("output", "input")), ("short_context", ("warn", "raise")),
                               ("bos_init", ("hidden", "randn"))):
@@ -163,7 +165,8 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
                   dtype: torch.dtype | None = torch.float32, attn_implementation: str = "sdpa", **config):
         """Wrap a backbone: `"smollm2-135m"` (embedded default), a local path / hub id, or a built HF model."""
         if isinstance(base, str):
-            name, base = base, load_backbone(base, dtype=dtype, attn_implementation=attn_implementation)
+            name, base = base, load_backbone(base, dtype=dtype, attn_implementation=attn_implementation,
+                                             rope_factor=config.get("rope_factor"))
         else:
             name = None
         bc = base.config.to_dict()
@@ -642,7 +645,8 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         if (local / "backbone").is_dir():
             base = load_backbone(str(local / "backbone"), dtype=dtype, attn_implementation=attn_implementation)
         elif config.backbone:
-            base = load_backbone(config.backbone, dtype=dtype, attn_implementation=attn_implementation)
+            base = load_backbone(config.backbone, dtype=dtype, attn_implementation=attn_implementation,
+                                 rope_factor=getattr(config, "rope_factor", None))
         else:
             raise ValueError(f"{path} has neither a backbone folder nor a backbone name")
         model = cls(config, base)

@@ -45,6 +45,7 @@ class TrainConfig:
     num_blocks: int = 30                # N = num_blocks * num_tokens
     num_tokens: int = 64                # K
     memory_source: str = "output"       # "output" (paper) or "input" (ablation)
+    rope_factor: float | None = None    # linear RoPE scaling of the backbone (full preset: 2.0 as the authors)
     out_dir: str = "runs/small"
     steps: int = 3000                   # optimizer steps
     grad_accum: int = 1                 # micro-batches (documents) per optimizer step
@@ -140,7 +141,8 @@ def trainable_state(model: MemoryLLM) -> dict:
 
 def build_model(cfg: TrainConfig) -> MemoryLLM:
     model = MemoryLLM.from_base(cfg.base, num_blocks=cfg.num_blocks, num_tokens=cfg.num_tokens,
-                                dtype=getattr(torch, cfg.dtype), memory_source=cfg.memory_source, seed=cfg.seed)
+                                dtype=getattr(torch, cfg.dtype), memory_source=cfg.memory_source, seed=cfg.seed,
+                                rope_factor=cfg.rope_factor)
     model.add_lora(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                    target_modules=cfg.lora_targets)
     for n, p in model.named_parameters():
