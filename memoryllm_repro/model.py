@@ -203,6 +203,21 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         self.config.lora = spec
         self._pool_kv = None
 
+    @contextlib.contextmanager
+    def adapters_disabled(self):
+        """`with model.adapters_disabled(): ...` runs φ without its LoRA deltas (the untouched backbone)."""
+        from peft.tuners.lora import LoraLayer
+        layers = [m for m in self.base.modules() if isinstance(m, LoraLayer)]
+        for m in layers:
+            m.enable_adapters(False)
+        self._pool_kv = None
+        try:
+            yield self
+        finally:
+            for m in layers:
+                m.enable_adapters(True)
+            self._pool_kv = None
+
     # ------------------------------------------------------------------ input checks (raise before any change)
     def _check_ids(self, input_ids, attention_mask=None, *, write: bool = False) -> None:
         if not isinstance(input_ids, torch.Tensor):

@@ -272,3 +272,19 @@ def test_short_context_policy():
     with pytest.raises(ValueError, match="min_context_tokens"):
         strict.inject_memory(rand_ids(5))
     assert not strict.initialized
+
+
+def test_adapters_disabled_gives_the_backbone():
+    model = make_model()
+    ids = rand_ids(9)
+    with torch.no_grad():
+        plain = model(ids, use_memory=False).logits
+        model.add_lora(r=4, lora_dropout=0.0)
+        for n, p in model.base.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+        adapted = model(ids, use_memory=False).logits
+        with model.adapters_disabled():
+            assert torch.allclose(model(ids, use_memory=False).logits, plain, atol=1e-10)
+        assert not torch.allclose(adapted, plain)
+        assert torch.allclose(model(ids, use_memory=False).logits, adapted, atol=1e-10)

@@ -53,9 +53,10 @@ def answer(model, tok, prompt: str, max_new_tokens: int = 10, use_memory: bool =
 def run_retention(model, tok, examples: list[QAExample], distractors: list[str], num_updates: int,
                   carry_over: bool = False, max_new_tokens: int = 10, borderline: bool = True,
                   in_prompt: bool = False, progress: bool = True) -> list[dict]:
-    """Tidy records: one row per (example, condition, step). condition in {"memory", "borderline",
-    "context_in_prompt", "base_context_in_prompt"}; step = number of updates since the context was written (1 =
-    right after it), 0 for the reference conditions."""
+    """Tidy records: one row per (example, condition, step). Conditions: "memory" (the protocol), "borderline"
+    (the question asked of the warm pool, context never written), "context_in_prompt" (the same model, memory off,
+    context in the prompt: the upper reference) and "base_context_in_prompt" (the backbone without LoRA, context in
+    the prompt). step = updates since the context was written (1 = right after it); 0 for references."""
     rows = []
     bar = tqdm(examples, desc="retention", disable=not progress)
     for ex in bar:
@@ -67,10 +68,11 @@ def run_retention(model, tok, examples: list[QAExample], distractors: list[str],
                 rows.append(dict(id=ex.id, condition="borderline", step=0, hit=hit(pred, ex.answer), pred=pred))
             if in_prompt:
                 prompt = context_text(ex) + "\n" + q
-                pred = answer(model, tok, prompt, max_new_tokens)
+                pred = answer(model, tok, prompt, max_new_tokens, use_memory=False)
                 rows.append(dict(id=ex.id, condition="context_in_prompt", step=0, hit=hit(pred, ex.answer),
                                  pred=pred))
-                pred = answer(model, tok, prompt, max_new_tokens, use_memory=False)
+                with _base_only(model):
+                    pred = answer(model, tok, prompt, max_new_tokens, use_memory=False)
                 rows.append(dict(id=ex.id, condition="base_context_in_prompt", step=0,
                                  hit=hit(pred, ex.answer), pred=pred))
             model.inject_memory(_ids(tok, context_text(ex)).to(model.device))
@@ -80,6 +82,10 @@ def run_retention(model, tok, examples: list[QAExample], distractors: list[str],
                 if step <= num_updates:
                     model.inject_memory(_ids(tok, distractors[(step - 1) % len(distractors)]).to(model.device))
     return rows
+
+
+def _base_only(model):
+    return model.adapters_disabled() if model.config.lora else _null()
 
 
 class _null:

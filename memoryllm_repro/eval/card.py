@@ -1,0 +1,62 @@
+"""The numbers of the default checkpoint's model card (issue 4), in one command:
+
+    python -m memoryllm_repro.eval.card --model default --out results/model_card
+
+Held-out retention (entities never seen in training), loss on x2 with and without memory for held-out fact and
+generic documents (trained model and the untrained wrapper), and perplexity of held-out generic text.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from ..checkpoints import load_model
+from ..results import results_dir, write_run
+from .lm import heldout_fact_pairs, heldout_generic_pairs, memory_loss, perplexity
+from .retention import run_figure5, summarize
+
+
+def model_card(model_spec="default", num_examples=50, num_updates=12, out=None, threads=0) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.time()
+    model, tok, desc = load_model(model_spec)
+    facts, generic = heldout_fact_pairs(tok), heldout_generic_pairs(tok)
+    card = {"model": desc, "N": model.N, "K": model.K}
+    card["loss_after"] = {"facts": memory_loss(model, facts), "generic": memory_loss(model, generic)}
+    card["perplexity"] = {"trained_no_memory": perplexity(model, tok, use_memory=False),
+                          "trained_warm_memory": perplexity(model, tok, use_memory=True)}
+    if model.config.lora:
+        with model.adapters_disabled():
+            card["perplexity"]["base_model"] = perplexity(model, tok, use_memory=False)
+    records = run_figure5(model, tok, ["bundled"], num_examples, num_updates, seed=1)
+    summ = summarize(records)
+    card["retention"] = {f"{r.condition}@{r.step}": round(r.accuracy, 3) for r in summ.itertuples()}
+    untrained, _, _ = load_model("untrained")
+    untrained.warm_up(tokenizer=tok)
+    card["loss_before"] = {"facts": memory_loss(untrained, facts), "generic": memory_loss(untrained, generic)}
+    card["seconds"] = round(time.time() - t0, 1)
+    d = results_dir("model_card", out)
+    write_run(d, records.to_dict("records"), {"model": model_spec, "num_examples": num_examples,
+                                              "num_updates": num_updates}, extra={"card": card})
+    summ.to_csv(d / "summary.csv", index=False)
+    (d / "card.json").write_text(json.dumps(card, indent=1))
+    return card
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--num-examples", type=int, default=50)
+    ap.add_argument("--num-updates", type=int, default=12)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--threads", type=int, default=0)
+    a = ap.parse_args()
+    print(json.dumps(model_card(a.model, a.num_examples, a.num_updates, a.out, a.threads), indent=1))
+
+
+if __name__ == "__main__":
+    main()
