@@ -654,6 +654,9 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             from huggingface_hub import snapshot_download
             local = Path(snapshot_download(str(path)))
         cfg_dict = json.loads((local / "config.json").read_text())
+        from .official import is_official, load_official
+        if is_official(cfg_dict):      # the authors' format (YuWangX/memoryllm-7b): convert on load
+            return load_official(local, dtype=dtype or torch.float32, attn_implementation=attn_implementation)
         if cfg_dict.get("model_type") != "memoryllm" or "backbone_config" not in cfg_dict:
             raise ValueError(f"{path} is not a memoryllm-repro checkpoint (no backbone_config in config.json)")
         config = MemoryLLMConfig.from_pretrained(local)

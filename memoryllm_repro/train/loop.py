@@ -333,7 +333,8 @@ class Trainer:
                          else f"continuous_{k}")
             rec = {"step": st["step"], "objective": objective, "kind": plan["kind"], "loss": loss.item(),
                    "loss_nomem": nomem, "sec": round(time.time() - t0, 3),
-                   "target_tokens": int(plan["target"].shape[1])}
+                   "target_tokens": int(plan["target"].shape[1]),
+                   "tokens": int(plan["target"].shape[1]) + sum(int(c.shape[1]) for c in plan.get("contexts", []))}
             if log:
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
