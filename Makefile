@@ -10,7 +10,7 @@ BUILD  := notebooks/_build
 FULL   ?=
 NOTEBOOKS := $(basename $(notdir $(wildcard notebooks/*.py)))
 
-.PHONY: venv test test-fast nbval figure5 notebook clean
+.PHONY: venv test test-fast nbval figure5 walkthrough notebook clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ notebook: venv
 
 figure5:
 	$(MAKE) notebook NB=figure5_retention
+
+walkthrough:
+	$(MAKE) notebook NB=00_walkthrough
 
 test: venv
 	$(PY) -m pytest -q tests
