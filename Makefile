@@ -10,7 +10,7 @@ BUILD  := notebooks/_build
 FULL   ?=
 NOTEBOOKS := $(basename $(notdir $(wildcard notebooks/*.py)))
 
-.PHONY: venv test test-fast nbval figure5 walkthrough notebook clean
+.PHONY: venv test test-fast nbval figure5 figure6 walkthrough notebook clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ figure5:
 
 walkthrough:
 	$(MAKE) notebook NB=00_walkthrough
+
+figure6:
+	$(MAKE) notebook NB=figure6_integrity
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -119,6 +119,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         self.initialized = False        # the first write into an empty pool tiles it (§2.4 of the official spec)
         self.generator = torch.Generator().manual_seed(config.seed)
         self._pool_kv: PoolKV | None = None
+        self.last_keep: torch.Tensor | None = None
         gen = getattr(base, "generation_config", None)
         self.generation_config = GenerationConfig(
             bos_token_id=getattr(gen, "bos_token_id", None), eos_token_id=getattr(gen, "eos_token_id", None),
@@ -535,6 +536,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             new_kv = (cat(old_kv.raw_k, nk), cat(old_kv.v, nv))
         self._pool = new
         self.initialized = True
+        self.last_keep = keep          # survivors of this write [B, L, N-K] (None for the first, tiling write)
         self._pool_kv = None
         if new_kv is not None:
             self._pool_kv = PoolKV((id(self._pool), self._pool._version, old_kv.key[2]), *new_kv)
