@@ -1,0 +1,174 @@
+"""Long-context QA (paper §4.4, Figure 4 and Table 2) with LongBench's own prompts and scorer.
+
+* Scorer: LongBench's `qa_f1_score` rewritten from its definition - lowercase, drop punctuation, drop the
+  articles a/an/the, split on whitespace, token-level F1; the maximum over gold answers; dataset score = 100 x
+  mean, rounded to 2 decimals. LongBench keeps only a prediction's first line for trec, triviaqa, samsum and lsht
+  (none of the paper's six tasks); `first_line=True` applies that cut anyway, reported separately.
+* MemoryLLM protocol (the authors' `longbench_pred.py`): the prompt is truncated to `max_length - max_gen`
+  tokens (left: keep the end, as the authors; middle: LongBench's own rule), then cut from the end into chunks:
+  the last `chunk - max_gen` tokens are the generation prompt, the earlier `chunk`-token pieces are written into
+  memory in order; the pool is restored after every example.
+* Baselines on the same data: the backbone alone with the prompt truncated to a window; MemoryLLM after BM25
+  retrieval (`bm25s`) of the best context chunks (Table 2).
+"""
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections import Counter
+from pathlib import Path
+
+import torch
+import yaml
+
+from ..results import REPO
+
+TASKS = ["narrativeqa", "qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "musique"]
+_CFG = None
+
+
+def config() -> dict:
+    global _CFG
+    if _CFG is None:
+        _CFG = yaml.safe_load((REPO / "configs" / "longbench.yaml").read_text())
+    return _CFG
+
+
+# ---------------------------------------------------------------------------------------------- scorer
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def qa_f1(prediction: str, gold: str) -> float:
+    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    same = sum((Counter(p) & Counter(g)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def first_line(prediction: str) -> str:
+    return prediction.lstrip("\n").split("\n")[0]
+
+
+def example_score(task: str, prediction: str, answers: list[str], cut_first_line: bool | None = None) -> float:
+    if cut_first_line is None:
+        cut_first_line = task in config()["first_line_tasks"]
+    if cut_first_line:
+        prediction = first_line(prediction)
+    return max((qa_f1(prediction, a) for a in answers), default=0.0)
+
+
+def dataset_score(scores) -> float:
+    scores = list(scores)
+    return round(100 * sum(scores) / len(scores), 2) if scores else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------- data
+def load_longbench(task: str, source: str | None = None) -> list[dict]:
+    """Examples of one task in LongBench's jsonl format: `source` is a .jsonl file, a folder holding
+    `<task>.jsonl`, or None for the hub (`THUDM/LongBench`, config `task`, split test)."""
+    if source is not None and Path(source).exists():
+        path = Path(source)
+        path = path / f"{task}.jsonl" if path.is_dir() else path
+        return [json.loads(line) for line in path.open() if line.strip()]
+    from datasets import load_dataset
+    return list(load_dataset(source or "THUDM/LongBench", task, split="test"))
+
+
+def build_prompt(task_template: str, example: dict) -> str:
+    return config()["prompts"][task_template].format(context=example["context"], input=example["input"])
+
+
+def truncate(ids: list[int], max_tokens: int, side: str = "left") -> list[int]:
+    """left: keep the last tokens (the authors' script); middle: keep both ends (LongBench's rule)."""
+    if len(ids) <= max_tokens:
+        return list(ids)
+    if side == "left":
+        return list(ids[-max_tokens:])
+    if side == "middle":
+        half = max_tokens // 2
+        return list(ids[:half]) + list(ids[len(ids) - (max_tokens - half):])
+    raise ValueError(f"truncation side must be 'left' or 'middle', got {side!r}")
+
+
+def split_for_memory(ids: list[int], chunk: int, max_gen: int) -> tuple[list[list[int]], list[int]]:
+    """The authors' cut, from the end: the generation prompt is the last `chunk - max_gen` tokens, then
+    `chunk`-token pieces going backwards; the earliest piece is the remainder. Returns (chunks in reading order,
+    prompt)."""
+    first = chunk - max_gen
+    if first <= 0:
+        raise ValueError("chunk must be longer than the generation length")
+    prompt, rest = list(ids[-first:]), list(ids[:-first]) if len(ids) > first else []
+    chunks = []
+    while rest:
+        chunks.append(rest[-chunk:])
+        rest = rest[:-chunk]
+    return chunks[::-1], prompt
+
+
+# ---------------------------------------------------------------------------------------------- predictions
+@torch.no_grad()
+def _generate(model, ids, max_gen, use_memory):
+    t = torch.tensor([ids], device=model.device)
+    out = model.generate(t, max_new_tokens=max_gen, use_memory=use_memory, do_sample=False)
+    return out[0, t.shape[1]:].tolist()
+
+
+def predict_memoryllm(model, tok, example: dict, template: str, max_length: int, chunk: int,
+                      side: str = "left", min_chunk: int = 16) -> str:
+    """Write all but the last chunk of the (truncated) prompt into memory, answer from the last one."""
+    max_gen = config()["max_new_tokens"][template]
+    ids = truncate(tok(build_prompt(template, example), add_special_tokens=False).input_ids, max_length - max_gen,
+                   side)
+    chunks, prompt = split_for_memory(ids, chunk, max_gen)
+    with model.memory_snapshot():
+        for c in chunks:
+            if len(c) >= min_chunk:      # the authors' earliest remainder can be a few tokens: skip those
+                model.inject_memory(torch.tensor([c], device=model.device))
+        out = _generate(model, prompt, max_gen, True)
+    return tok.decode(out, skip_special_tokens=True)
+
+
+def predict_backbone(model, tok, example: dict, template: str, max_length: int, side: str = "middle") -> str:
+    """The plain backbone (adapters off, no memory) with the prompt truncated to `max_length` tokens."""
+    max_gen = config()["max_new_tokens"][template]
+    ids = truncate(tok(build_prompt(template, example), add_special_tokens=False).input_ids, max_length - max_gen,
+                   side)
+    ctx = model.adapters_disabled() if model.config.lora else _Null()
+    with ctx:
+        out = _generate(model, ids, max_gen, False)
+    return tok.decode(out, skip_special_tokens=True)
+
+
+def bm25_context(tok, example: dict, budget: int, piece: int = 256) -> dict:
+    """The example with its context reduced to the BM25-best `piece`-token parts (query = the question), kept
+    in document order, up to `budget` tokens (Table 2's MemoryLLM-all-BM25)."""
+    import bm25s
+    ids = tok(example["context"], add_special_tokens=False).input_ids
+    parts = [ids[i:i + piece] for i in range(0, len(ids), piece)]
+    if len(parts) * piece <= budget:
+        return example
+    texts = [tok.decode(p) for p in parts]
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(texts, stopwords="en", show_progress=False), show_progress=False)
+    k = max(1, budget // piece)
+    idx, _ = retriever.retrieve(bm25s.tokenize([example["input"]], stopwords="en", show_progress=False),
+                                k=min(k, len(texts)), show_progress=False)
+    chosen = sorted(int(i) for i in idx[0])
+    return dict(example, context="".join(texts[i] for i in chosen))
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False

@@ -1,0 +1,58 @@
+"""LongBench scorer, truncation and chunking on hand-written cases."""
+import json
+
+import pytest
+
+from memoryllm_repro.eval import longbench as lb
+
+
+def test_normalization_and_f1():
+    assert lb.normalize_answer("The  Eiffel-Tower, in PARIS!") == "eiffeltower in paris"
+    assert lb.normalize_answer("an apple a day") == "apple day"
+    assert lb.qa_f1("Paris", "paris.") == 1.0
+    assert lb.qa_f1("the city of Paris", "Paris") == pytest.approx(2 * (1 / 3) * 1 / (1 / 3 + 1))  # P 1/3, R 1
+    assert lb.qa_f1("London", "Paris") == 0.0
+    assert lb.qa_f1("", "Paris") == 0.0
+X
+
+
+def test_max_over_answers_and_first_line_rule():
+    assert lb.example_score("hotpotqa", "Miller v. California", ["Miller", "Miller v. California"]) == 1.0
+    long = "Paris\nThe question asks about the capital of France"
+    assert lb.example_score("hotpotqa", long, ["Paris"]) < 0.5           # no first-line cut for the six tasks
+    assert lb.example_score("hotpotqa", long, ["Paris"], cut_first_line=True) == 1.0
+    assert lb.example_score("triviaqa", "\n\nParis\nmore", ["Paris"]) == 1.0   # LongBench cuts here
+    assert lb.dataset_score([1.0, 0.5, 0.0]) == 50.0
+    assert lb.dataset_score([1 / 3]) == 33.33
+
+
+def test_truncation_sides():
+    ids = list(range(10))
+    assert lb.truncate(ids, 4, "left") == [6, 7, 8, 9]
+    assert lb.truncate(ids, 4, "middle") == [0, 1, 8, 9]
+    assert lb.truncate(ids, 5, "middle") == [0, 1, 7, 8, 9]
+    assert lb.truncate(ids, 20, "middle") == ids
+    with pytest.raises(ValueError):
+        lb.truncate(ids, 4, "right")
+
+
+def test_chunking_keeps_order_and_every_token():
+    ids = list(range(1000))
+    chunks, prompt = lb.split_for_memory(ids, chunk=256, max_gen=32)
+    assert prompt == ids[-224:]                                            # last chunk is the prompt
+    assert [len(c) for c in chunks] == [8, 256, 256, 256]                  # earliest is the remainder
+    assert sum(chunks, []) + prompt == ids                                 # nothing lost, duplicated or reordered
+    chunks, prompt = lb.split_for_memory(list(range(100)), chunk=256, max_gen=32)
+    assert chunks == [] and prompt == list(range(100))
+
+
+def test_prompts_and_local_jsonl(tmp_path):
+    cfg = lb.config()
+    assert set(lb.TASKS) <= set(cfg["prompts"]) and cfg["max_new_tokens"]["narrativeqa"] == 128
+    ex = {"input": "Who?", "context": "Some passages.", "answers": ["Ann"], "length": 3, "dataset": "hotpotqa",
+          "language": "en", "all_classes": None, "_id": "x1"}
+    (tmp_path / "hotpotqa.jsonl").write_text(json.dumps(ex) + "\n")
+    assert lb.load_longbench("hotpotqa", str(tmp_path)) == [ex]
+    p = lb.build_prompt("hotpotqa", ex)
+    assert p.startswith("Answer the question based on the given passages.") and p.endswith("Question: Who?\nAnswer:")
+    assert "The following are given passages.\nSome passages.\n\n" in p
