@@ -13,7 +13,8 @@ def test_normalization_and_f1():
     assert lb.qa_f1("the city of Paris", "Paris") == pytest.approx(2 * (1 / 3) * 1 / (1 / 3 + 1))  # P 1/3, R 1
     assert lb.qa_f1("London", "Paris") == 0.0
     assert lb.qa_f1("", "Paris") == 0.0
-X
+    # "a" is an article and is dropped: [b, b] vs [b, b, c] -> precision 1, recall 2/3, F1 0.8
+    assert lb.qa_f1("a b b", "b b c") == pytest.approx(0.8)
 
 
 def test_max_over_answers_and_first_line_rule():
