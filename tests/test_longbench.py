@@ -57,3 +57,18 @@ def test_prompts_and_local_jsonl(tmp_path):
     p = lb.build_prompt("hotpotqa", ex)
     assert p.startswith("Answer the question based on the given passages.") and p.endswith("Question: Who?\nAnswer:")
     assert "The following are given passages.\nSome passages.\n\n" in p
+
+
+def test_bundled_long_context_set():
+    from memoryllm_repro import load_tokenizer
+    from memoryllm_repro.data.longqa import TEMPLATE, bundled_longqa
+    from memoryllm_repro.data.world import World
+    tok = load_tokenizer("smollm2-135m")
+    train = {p.name for p in World(0, "train").people}
+    for kind in TEMPLATE:
+        for ex in bundled_longqa(tok, kind, 2, 1200, seed=3):
+            assert set(ex) == {"input", "context", "answers", "length", "dataset", "language", "all_classes", "_id"}
+            assert ex["answers"][0] in ex["context"]
+            assert len(tok(ex["context"], add_special_tokens=False).input_ids) >= 1200
+            assert not any(name in ex["context"] for name in train)
+            assert lb.build_prompt(TEMPLATE[kind], ex).endswith(ex["input"] + "\nAnswer:")
