@@ -10,7 +10,7 @@ BUILD  := notebooks/_build
 FULL   ?=
 NOTEBOOKS := $(basename $(notdir $(wildcard notebooks/*.py)))
 
-.PHONY: venv test test-fast nbval figure5 figure6 walkthrough notebook clean
+.PHONY: venv test test-fast nbval figure4 table2 figure5 figure6 walkthrough notebook clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ walkthrough:
 
 figure6:
 	$(MAKE) notebook NB=figure6_integrity
+
+figure4 table2:
+	$(MAKE) notebook NB=figure4_longbench
 
 test: venv
 	$(PY) -m pytest -q tests

@@ -172,3 +172,53 @@ class _Null:
 
     def __exit__(self, *a):
         return False
+
+
+# ---------------------------------------------------------------------------------------------- Figure 4 / Table 2
+def task_examples(task: str, tok, n: int, context_tokens: int, source: str | None = None, seed: int = 0):
+    """(examples, prompt template) of a LongBench task or a bundled kind (`bundled_single`, `bundled_twohop`)."""
+    if task.startswith("bundled_"):
+        from ..data.longqa import TEMPLATE, bundled_longqa
+        return bundled_longqa(tok, task, n, context_tokens, seed), TEMPLATE[task]
+    return load_longbench(task, source)[:n], task
+
+
+def run_longbench(model, tok, tasks, lengths, n: int, chunk: int, window: int, full_max: int,
+                  methods=("memoryllm", "backbone_window", "backbone_full", "memoryllm_bm25"),
+                  side: str = "left", source: str | None = None, seed: int = 0, progress: bool = True):
+    """Predictions and scores for every (task, max length, method, example): a tidy DataFrame with the raw
+    prediction, its F1 (LongBench rule) and its F1 after the first-line cut, plus seconds per prediction."""
+    import time
+
+    import pandas as pd
+    from tqdm.auto import tqdm
+    rows = []
+    jobs = [(t, L, m) for t in tasks for L in lengths for m in methods]
+    examples = {t: task_examples(t, tok, n, max(lengths), source, seed) for t in tasks}
+    for task, L, method in tqdm(jobs, desc="longbench", disable=not progress):
+        data, template = examples[task]
+        for ex in data:
+            t0 = time.perf_counter()
+            if method == "memoryllm":
+                pred = predict_memoryllm(model, tok, ex, template, L, chunk, side)
+            elif method == "memoryllm_bm25":   # Table 2: BM25 picks a quarter of the length, MemoryLLM reads it
+                pred = predict_memoryllm(model, tok, bm25_context(tok, ex, L // 4), template, L, chunk, side)
+            elif method == "backbone_window":
+                pred = predict_backbone(model, tok, ex, template, min(L, window), "middle")
+            elif method == "backbone_full":
+                pred = predict_backbone(model, tok, ex, template, min(L, full_max), "middle")
+            else:
+                raise ValueError(f"unknown method {method!r}")
+            rows.append({"task": task, "max_length": L, "method": method, "id": ex["_id"], "pred": pred,
+                         "answers": json.dumps(ex["answers"]),
+                         "f1": example_score(template, pred, ex["answers"]),
+                         "f1_first_line": example_score(template, pred, ex["answers"], cut_first_line=True),
+                         "seconds": time.perf_counter() - t0})
+    return pd.DataFrame(rows)
+
+
+def summarize_longbench(df):
+    """LongBench dataset scores (100 x mean F1, 2 decimals) per task, length and method."""
+    g = df.groupby(["task", "max_length", "method"])
+    return g.agg(f1=("f1", lambda s: dataset_score(s)), f1_first_line=("f1_first_line", lambda s: dataset_score(s)),
+                 n=("f1", "size"), seconds=("seconds", "mean")).reset_index()
