@@ -10,6 +10,8 @@ BUILD  := notebooks/_build
 FULL   ?=
 NOTEBOOKS := $(basename $(notdir $(wildcard notebooks/*.py)))
 
+
+.PHONY: bench
 .PHONY: venv test test-fast nbval figure4 table2 figure5 figure6 walkthrough notebook clean
 
 $(STAMP): requirements.txt pyproject.toml
@@ -38,6 +40,9 @@ walkthrough:
 
 figure6:
 	$(MAKE) notebook NB=figure6_integrity
+
+bench: venv
+	$(PY) bench/run.py
 
 figure4 table2:
 	$(MAKE) notebook NB=figure4_longbench

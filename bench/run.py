@@ -1,0 +1,190 @@
+"""The performance table: every cost measured against a baseline run in the same process; ratios are the result,
+absolute seconds only context. Writes results/bench/table.md and table.json.
+
+    python bench/run.py [--quick] [--sections write,read,scaling,batch,stream,rss]     (make bench)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from memoryllm_repro import MemoryLLM
+from memoryllm_repro.results import REPO, environment
+
+ROWS: list[dict] = []
+
+
+def timed(fn, repeats: int) -> float:
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def row(section, measured, t, baseline, tb, target=None):
+    r = {"section": section, "measured": measured, "s": round(t, 4), "baseline": baseline, "baseline_s": round(tb, 4),
+         "ratio": round(t / tb, 3), "target": target}
+    ROWS.append(r)
+    print(f"[{section}] {measured}: {t:.3f}s vs {baseline}: {tb:.3f}s -> {t / tb:.2f}" + (f" (target {target})"
+                                                                                          if target else ""))
+
+
+def model_with(num_blocks, num_tokens, base=None):
+    m = MemoryLLM.from_base(base or "smollm2-135m", num_blocks=num_blocks, num_tokens=num_tokens)
+    V = m.base.config.vocab_size
+    with torch.no_grad():
+        for _ in range(num_blocks + 5):       # a full, non-tiled pool
+            m.inject_memory(torch.randint(100, V, (1, 128)))
+    return m, V
+
+
+GEN = dict(max_new_tokens=10, min_new_tokens=10, eos_token_id=None)
+
+
+@torch.no_grad()
+def bench_write_read(m, V, reps):
+    ctx, q = torch.randint(100, V, (1, 128)), torch.randint(100, V, (1, 16))
+
+    def write():
+        with m.memory_snapshot():
+            m.inject_memory(ctx)
+    row("write", "inject_memory + commit, 128 tokens", timed(write, reps), "plain forward, K+n tokens",
+        timed(lambda: m.base.model(torch.randint(100, V, (1, m.K + 128))), reps), 1.15)
+    t_read = timed(lambda: m.generate(q, **GEN), reps)
+    row("read", "16-token question + 10 greedy tokens, full memory", t_read, "backbone, no memory",
+        timed(lambda: m.generate(q, use_memory=False, **GEN), reps), 1.5)
+    row("read", "16-token question + 10 greedy tokens, full memory", t_read,
+        "backbone, 128-token context in the prompt", timed(lambda: m.generate(torch.cat([ctx, q], 1),
+                                                                               use_memory=False, **GEN), reps))
+
+    def write_read():
+        with m.memory_snapshot():
+            m.inject_memory(ctx)
+            m.generate(q, **GEN)
+    row("read", "write + answer (memory keys/values refreshed)", timed(write_read, reps), "write + backbone answer",
+        timed(write, reps) + timed(lambda: m.generate(q, use_memory=False, **GEN), reps))
+
+
+@torch.no_grad()
+def bench_scaling(reps, quick):
+    ratios = [10, 30] if quick else [10, 20, 30, 60]
+    base = None
+    ref = {}
+    for r in ratios:
+        m, V = model_with(r, 64, base)
+        base = m.base
+        ctx, q = torch.randint(100, V, (1, 128)), torch.randint(100, V, (1, 16))
+
+        def write():
+            with m.memory_snapshot():
+                m.inject_memory(ctx)
+        tw, tr = timed(write, reps), timed(lambda: m(q), reps)
+        if not ref:
+            ref = {"w": tw, "r": tr, "N": m.N}
+        row("scaling", f"write at N={m.N}", tw, f"write at N={ref['N']}", ref["w"])
+        row("scaling", f"read (16-token forward) at N={m.N}", tr, f"read at N={ref['N']}", ref["r"])
+    m, V = model_with(30, 64, base)
+    first = None
+    for n in ([64, 256] if quick else [64, 128, 256, 512, 1024]):
+        ctx = torch.randint(100, V, (1, n))
+
+        def write():
+            with m.memory_snapshot():
+                m.inject_memory(ctx)
+        t = timed(write, reps)
+        first = first or (n, t)
+        row("scaling", f"write of {n} tokens", t, f"write of {first[0]} tokens", first[1])
+
+
+@torch.no_grad()
+def bench_batch(m, V, reps, quick):
+    """Retention-style work (write a 96-token context, answer a 16-token question) for B independent memories."""
+    pool = m._pool.clone()
+    per = {}
+    for B in ([1, 4] if quick else [1, 4, 16]):
+        m._pool = pool[:1].expand(B, -1, -1, -1).clone()
+        m._pool_kv = None
+        ctx, q = torch.randint(100, V, (B, 96)), torch.randint(100, V, (B, 16))
+
+        def step():
+            with m.memory_snapshot():
+                m.inject_memory(ctx)
+                m.generate(q, **GEN)
+        per[B] = timed(step, max(1, reps // 2)) / B
+        row("batch", f"retention step, B={B} memories (per example)", per[B], "B=1 (per example)", per[1])
+    m._pool = pool
+    m._pool_kv = None
+
+
+@torch.no_grad()
+def bench_stream(m, V, n):
+    """The figure-6 loop: write a context, answer its question, n times."""
+    ctxs = [torch.randint(100, V, (1, 96)) for _ in range(n)]
+    q = torch.randint(100, V, (1, 16))
+    with m.memory_snapshot():
+        t = time.perf_counter()
+        for c in ctxs:
+            m.inject_memory(c)
+            m.generate(q, **GEN)
+        dt = (time.perf_counter() - t) / n
+    tb = timed(lambda: (m.inject_memory(ctxs[0], update_memory=False), m.generate(q, use_memory=False, **GEN)), 3)
+    row("stream", "figure-6 update (write + 10-token answer)", dt, "forward of the context + backbone answer", tb)
+    print(f"[stream] {1 / dt:.2f} updates/s -> 1,000,000 updates in {1e6 * dt / 86400:.1f} days on this machine")
+    ROWS[-1]["updates_per_s"] = round(1 / dt, 3)
+
+
+def bench_rss():
+    """Peak RSS of a figure-5 run (a small configuration of the same notebook, in a child process)."""
+    cmd = ["make", "-s", "figure5", "PARAMS=-p num_examples 4 -p num_updates 4 -p figure_name null "
+                                    "-p results results/bench/figure5_rss"]
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"[rss] figure5 notebook (4 examples x 4 updates): peak RSS {peak:.0f} MiB, {time.perf_counter() - t:.0f}s")
+    ROWS.append({"section": "rss", "measured": "peak RSS of the figure5 notebook", "MiB": round(peak)})
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sections", default="write,read,scaling,batch,stream,rss")
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    sections = set(a.sections.split(","))
+    reps = 3 if a.quick else a.repeats
+    torch.manual_seed(0)
+    m, V = model_with(30, 64)
+    if sections & {"write", "read"}:
+        bench_write_read(m, V, reps)
+    if "scaling" in sections:
+        bench_scaling(reps, a.quick)
+    if "batch" in sections:
+        bench_batch(m, V, reps, a.quick)
+    if "stream" in sections:
+        bench_stream(m, V, 10 if a.quick else 30)
+    if "rss" in sections:
+        bench_rss()
+    out = REPO / "results" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.json").write_text(json.dumps({"rows": ROWS, "environment": environment()}, indent=1))
+    lines = ["| section | measured | s | baseline | s | ratio | target |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['section']} | {r['measured']} | {r.get('s', '')} | {r.get('baseline', '')} | "
+              f"{r.get('baseline_s', '')} | {r.get('ratio', r.get('MiB', ''))} | {r.get('target') or ''} |"
+              for r in ROWS]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
