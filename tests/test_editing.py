@@ -1,0 +1,60 @@
+"""Editing data formats and metrics on hand-computed cases."""
+import json
+
+import pytest
+import torch
+
+from memoryllm_repro.data import editing as ed
+from memoryllm_repro.eval import editing as em
+
+
+def test_bundled_records_in_rome_formats(tmp_path):
+    cf = ed.bundled_counterfact()
+    assert len(cf) > 100
+    r = next(x for x in cf if x["requested_rewrite"]["subject"] == "Lyon")
+    rw = r["requested_rewrite"]
+    assert rw["target_true"]["str"] == "France" and rw["target_new"]["str"] != "France"
+    assert "Paris is located in the country of" in r["neighborhood_prompts"]
+    (tmp_path / "counterfact.json").write_text(json.dumps(cf[:3]))
+    assert ed.load_counterfact(tmp_path / "counterfact.json") == cf[:3]
+    z = ed.bundled_zsre()
+    z[0]["loc"] = "nq question: who wrote hamlet"
+    (tmp_path / "zsre_mend_eval.json").write_text(json.dumps(z[:2]))
+    back = ed.load_zsre(tmp_path / "zsre_mend_eval.json")
+    assert back[0]["loc"] == "who wrote hamlet?" and back[1]["alt"] == z[1]["alt"]
+
+
+def test_table_row_harmonic_mean():
+    rows = [{"efficacy": 1.0, "generalization": 0.5, "specificity": 1.0},
+            {"efficacy": 0.0, "generalization": 0.5, "specificity": float("nan")}]
+    t = em.table_row(rows)
+    assert t["efficacy"] == 50 and t["generalization"] == 50 and t["specificity"] == 100 and t["n"] == 2
+    assert t["score"] == pytest.approx(3 / (1 / 50 + 1 / 50 + 1 / 100))
+    assert em.table_row([{"efficacy": 0.0, "generalization": 1.0, "specificity": 1.0}])["score"] == 0.0
+
+
+class FixedLM:
+    """A fake model whose next-token distribution is fixed: token 7 is twice as likely as token 9."""
+    device = "cpu"
+
+    def __call__(self, ids, use_memory=True):
+        logits = torch.full((1, ids.shape[1], 12), -10.0)
+        logits[..., 7], logits[..., 9] = 0.0, -0.6931471805599453
+        return type("O", (), {"logits": logits})()
+
+
+class Tok:
+    def __call__(self, text, add_special_tokens=False):
+        ids = [7 if w == "A" else 9 if w == "B" else 1 for w in text.split()]
+        return type("E", (), {"input_ids": ids})()
+
+
+def test_probability_metrics_hand_computed():
+    m, tok = FixedLM(), Tok()
+    assert em.target_logprob(m, tok, "x y", "B B") < em.target_logprob(m, tok, "x y", "A")
+    rec = {"requested_rewrite": {"prompt": "{} is", "subject": "x", "target_new": {"str": "A"},
+                                 "target_true": {"str": "B"}},
+           "paraphrase_prompts": ["x be"], "neighborhood_prompts": ["y is"]}
+    s = em.counterfact_scores(m, tok, rec)
+    assert s == {"efficacy": 1.0, "generalization": 1.0, "specificity": 0.0}
+    assert em.token_accuracy(m, tok, "q", "A B A") == pytest.approx(2 / 3)
