@@ -58,3 +58,26 @@ def test_probability_metrics_hand_computed():
     s = em.counterfact_scores(m, tok, rec)
     assert s == {"efficacy": 1.0, "generalization": 1.0, "specificity": 0.0}
     assert em.token_accuracy(m, tok, "q", "A B A") == pytest.approx(2 / 3)
+
+
+def test_editors_change_preference_and_restore():
+    from memoryllm_repro import MemoryLLM, load_tokenizer
+    from memoryllm_repro.editors import FT, IKE, MemoryEdit, NoEdit
+    tok = load_tokenizer("smollm2-135m")
+    model = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
+    model.inject_memory(tok("Context: a warm pool for the editing test, long enough to be written.",
+                            return_tensors="pt").input_ids)
+    recs = ed.bundled_counterfact()
+    rec = next(r for r in recs if r["requested_rewrite"]["subject"] == "Lyon")
+    before = em.counterfact_scores(model, tok, rec)
+    weights = {n: p.detach().clone() for n, p in model.named_parameters()}
+    pool = model.memory.clone()
+    with FT(steps=40, lr=5e-3)(model, tok, rec):                       # FT is expected to flip the edit prompt
+        assert em.counterfact_scores(model, tok, rec)["efficacy"] == 1.0
+    for editor in (FT(steps=3), FT(steps=3, norm_constraint=1e-4), MemoryEdit(), IKE(recs[:10], k=3),
+                   NoEdit(use_memory=False)):
+        with editor(model, tok, rec):
+            em.counterfact_scores(model, tok, rec, prefix=getattr(editor, "prefix", ""), **editor.scoring)
+        assert all(torch.equal(weights[n], p) for n, p in model.named_parameters())    # restored
+        assert torch.equal(model.memory, pool)
+    assert em.counterfact_scores(model, tok, rec) == before

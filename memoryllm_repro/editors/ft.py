@@ -1,0 +1,60 @@
+"""FT and FT-L baselines: fine-tune MLP down-projections on "prompt -> new target" with Adam and early stopping
+(ROME's FT recipe; the authors' EditingLlama used the last layer for FT, the last two for FT-L). FT-L keeps every
+weight within an L-infinity ball of radius `norm_constraint` around the original (Zhu et al., 2020)."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def _weight(model, layer: int):
+    proj = model.layers[layer].mlp.down_proj
+    return getattr(proj, "base_layer", proj).weight      # LoRA-wrapped: edit the frozen base weight
+
+
+class FT:
+    def __init__(self, layers=(-1,), steps: int = 25, lr: float = 5e-4, norm_constraint: float | None = None,
+                 stop_loss: float = 1e-2):
+        self.layers, self.steps, self.lr, self.eps, self.stop = layers, steps, lr, norm_constraint, stop_loss
+        self.scoring = {"use_memory": True}
+
+    @contextlib.contextmanager
+    def __call__(self, model, tok, record):
+        from . import edit_text
+        prompt, new = edit_text(record)
+        p = tok(prompt, add_special_tokens=False).input_ids
+        t = tok(" " + new, add_special_tokens=False).input_ids
+        ids = torch.tensor([p + t], device=model.device)
+        labels = torch.tensor([[-100] * len(p) + t], device=model.device)
+        weights = [_weight(model, l % model.L) for l in self.layers]
+        originals = [w.detach().clone() for w in weights]
+        flags = [w.requires_grad for w in weights]
+        try:
+            for w in weights:
+                w.requires_grad_(True)
+            opt = torch.optim.Adam(weights, lr=self.lr)
+            for _ in range(self.steps):
+                loss = model(ids, labels=labels, use_memory=self.scoring["use_memory"]).loss
+                if loss.item() < self.stop:
+                    break
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if self.eps is not None:
+                    with torch.no_grad():
+                        for w, o in zip(weights, originals):
+                            w.copy_(o + (w - o).clamp(-self.eps, self.eps))
+            for w in weights:
+                w.requires_grad_(False)
+            yield
+        finally:
+            with torch.no_grad():
+                for w, o, f in zip(weights, originals, flags):
+                    w.copy_(o)
+                    w.requires_grad_(f)
+                    w.grad = None
+
+
+def FTL(layers=(-2, -1), steps: int = 25, lr: float = 5e-4, norm_constraint: float = 1e-4):
+    return FT(layers=layers, steps=steps, lr=lr, norm_constraint=norm_constraint)
