@@ -62,7 +62,7 @@ def test_probability_metrics_hand_computed():
 
 def test_editors_change_preference_and_restore():
     from memoryllm_repro import MemoryLLM, load_tokenizer
-    from memoryllm_repro.editors import FT, IKE, MemoryEdit, NoEdit
+    from memoryllm_repro.editors import FT, IKE, ROME, MemoryEdit, NoEdit, OnBackbone
     tok = load_tokenizer("smollm2-135m")
     model = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
     model.inject_memory(tok("Context: a warm pool for the editing test, long enough to be written.",
@@ -74,10 +74,13 @@ def test_editors_change_preference_and_restore():
     pool = model.memory.clone()
     with FT(steps=40, lr=5e-3)(model, tok, rec):                       # FT is expected to flip the edit prompt
         assert em.counterfact_scores(model, tok, rec)["efficacy"] == 1.0
+    with ROME(layer=0, num_docs=20)(model, tok, rec):                  # so is ROME (rank-one edit of layer 0)
+        assert em.counterfact_scores(model, tok, rec, use_memory=False)["efficacy"] == 1.0
     for editor in (FT(steps=3), FT(steps=3, norm_constraint=1e-4), MemoryEdit(), IKE(recs[:10], k=3),
-                   NoEdit(use_memory=False)):
+                   NoEdit(use_memory=False), OnBackbone(FT(steps=2))):
         with editor(model, tok, rec):
             em.counterfact_scores(model, tok, rec, prefix=getattr(editor, "prefix", ""), **editor.scoring)
         assert all(torch.equal(weights[n], p) for n, p in model.named_parameters())    # restored
+        assert all(p.grad is None for p in model.parameters())
         assert torch.equal(model.memory, pool)
     assert em.counterfact_scores(model, tok, rec) == before

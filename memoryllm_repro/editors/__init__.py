@@ -3,9 +3,10 @@ applies one edit and undoes it on exit, so every record starts from the unedited
 metrics read the edited model (with or without memory, with an in-context prefix)."""
 from .ft import FT, FTL
 from .ike import IKE
-from .memory import MemoryEdit, NoEdit
+from .memory import MemoryEdit, NoEdit, OnBackbone
+from .rome import ROME
 
-__all__ = ["NoEdit", "MemoryEdit", "FT", "FTL", "IKE"]
+__all__ = ["NoEdit", "MemoryEdit", "OnBackbone", "FT", "FTL", "IKE", "ROME"]
 
 
 def edit_text(record: dict) -> tuple[str, str]:

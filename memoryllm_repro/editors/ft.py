@@ -8,6 +8,22 @@ import contextlib
 import torch
 
 
+@contextlib.contextmanager
+def only_grad(model, params):
+    """Gradient for `params` only (no .grad left on anything else); restores the requires_grad flags."""
+    flags = {id(p): p.requires_grad for p in model.parameters()}
+    keep = {id(p) for p in params}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    try:
+        yield
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(flags[id(p)])
+            if id(p) in keep:
+                p.grad = None
+
+
 def _weight(model, layer: int):
     proj = model.layers[layer].mlp.down_proj
     return getattr(proj, "base_layer", proj).weight      # LoRA-wrapped: edit the frozen base weight
@@ -29,31 +45,28 @@ class FT:
         labels = torch.tensor([[-100] * len(p) + t], device=model.device)
         weights = [_weight(model, l % model.L) for l in self.layers]
         originals = [w.detach().clone() for w in weights]
-        flags = [w.requires_grad for w in weights]
         try:
-            for w in weights:
-                w.requires_grad_(True)
-            opt = torch.optim.Adam(weights, lr=self.lr)
-            for _ in range(self.steps):
-                loss = model(ids, labels=labels, use_memory=self.scoring["use_memory"]).loss
-                if loss.item() < self.stop:
-                    break
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if self.eps is not None:
-                    with torch.no_grad():
-                        for w, o in zip(weights, originals):
-                            w.copy_(o + (w - o).clamp(-self.eps, self.eps))
-            for w in weights:
-                w.requires_grad_(False)
+            with only_grad(model, weights):
+                self._fit(model, ids, labels, weights, originals)
             yield
         finally:
             with torch.no_grad():
-                for w, o, f in zip(weights, originals, flags):
+                for w, o in zip(weights, originals):
                     w.copy_(o)
-                    w.requires_grad_(f)
-                    w.grad = None
+
+    def _fit(self, model, ids, labels, weights, originals):
+        opt = torch.optim.Adam(weights, lr=self.lr)
+        for _ in range(self.steps):
+            loss = model(ids, labels=labels, use_memory=self.scoring["use_memory"]).loss
+            if loss.item() < self.stop:     # early stop, as ROME's FT
+                break
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if self.eps is not None:        # FT-L: project back into the L-inf ball around the original
+                with torch.no_grad():
+                    for w, o in zip(weights, originals):
+                        w.copy_(o + (w - o).clamp(-self.eps, self.eps))
 
 
 def FTL(layers=(-2, -1), steps: int = 25, lr: float = 5e-4, norm_constraint: float = 1e-4):

@@ -34,3 +34,23 @@ class MemoryEdit:
             with torch.no_grad():
                 model.inject_memory(ids.to(model.device))
             yield
+
+
+class OnBackbone:
+    """Run an editor on the plain backbone (LoRA off, no memory), as the paper's baselines ran on Llama-2-7B."""
+
+    def __init__(self, editor):
+        self.editor = editor
+        self.scoring = dict(editor.scoring, use_memory=False)
+        if hasattr(editor, "scoring"):
+            editor.scoring = self.scoring
+
+    @property
+    def prefix(self):
+        return getattr(self.editor, "prefix", "")
+
+    @contextlib.contextmanager
+    def __call__(self, model, tok, record):
+        ctx = model.adapters_disabled() if model.config.lora else contextlib.nullcontext()
+        with ctx, self.editor(model, tok, record):
+            yield
