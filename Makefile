@@ -12,7 +12,7 @@ NOTEBOOKS := $(basename $(notdir $(wildcard notebooks/*.py)))
 
 
 .PHONY: bench
-.PHONY: venv test test-fast nbval figure4 table2 figure5 figure6 walkthrough notebook clean
+.PHONY: venv test test-fast nbval table1 figure4 table2 figure5 figure6 walkthrough notebook clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ figure6:
 
 bench: venv
 	$(PY) bench/run.py
+
+table1:
+	$(MAKE) notebook NB=table1_editing
 
 figure4 table2:
 	$(MAKE) notebook NB=figure4_longbench

@@ -122,3 +122,41 @@ def load_zsre(source) -> list[dict]:
         if not r["loc"].endswith("?"):
             r["loc"] += "?"
     return recs
+
+
+def filter_known(model, tok, records: list[dict]) -> list[dict]:
+    """Keep the records whose true object the unedited backbone prefers to the new one on the edit prompt
+    (CounterFact) or the question (zsRE)."""
+    from ..eval.editing import target_logprob
+    keep = []
+    for r in records:
+        if "requested_rewrite" in r:
+            rw = r["requested_rewrite"]
+            prompt, true, new = rw["prompt"].format(rw["subject"]), rw["target_true"]["str"], rw["target_new"]["str"]
+        else:
+            prompt, true, new = r["src"], r["answers"][0], r["alt"]
+        if target_logprob(model, tok, prompt, true, use_memory=False) > target_logprob(model, tok, prompt, new,
+                                                                                       use_memory=False):
+            keep.append(r)
+    return keep
+
+
+def write_bundled(out_dir="data/editing", seed: int = 0) -> dict:
+    """Build the bundled sets, keep what SmolLM2 knows, write them in ROME's formats. Returns counts."""
+    from ..backbones import load_tokenizer
+    from ..model import MemoryLLM
+    model = MemoryLLM.from_base("smollm2-135m", num_blocks=1, num_tokens=16)
+    tok = load_tokenizer("smollm2-135m")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name, records in (("counterfact_bundled.json", bundled_counterfact(seed)),
+                          ("zsre_bundled.json", bundled_zsre(seed))):
+        kept = filter_known(model, tok, records)
+        (out / name).write_text(json.dumps(kept, indent=1))
+        counts[name] = (len(kept), len(records))
+    return counts
+
+
+if __name__ == "__main__":
+    print(write_bundled())
