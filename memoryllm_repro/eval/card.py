@@ -44,7 +44,31 @@ def model_card(model_spec="default", num_examples=50, num_updates=12, out=None, 
                                               "num_updates": num_updates}, extra={"card": card})
     summ.to_csv(d / "summary.csv", index=False)
     (d / "card.json").write_text(json.dumps(card, indent=1))
+    (d / "card.md").write_text(card_markdown(card, num_examples, num_updates))
     return card
+
+
+def card_markdown(card: dict, num_examples: int, num_updates: int) -> str:
+    r = card["retention"]
+    steps = sorted(int(k.split("@")[1]) for k in r if k.startswith("memory@"))
+    acc = " | ".join(f"{r[f'memory@{t}']:.2f}" for t in steps)
+    lines = [f"Model: {card['model']} (N = {card['N']}, K = {card['K']})", "",
+             f"Held-out retention ({num_examples} questions about entities never seen in training; update 1 = the "
+             f"context, then one unrelated context per update; hit = answer in 10 greedy tokens):", "",
+             "| update | " + " | ".join(str(t) for t in steps) + " |",
+             "|---|" + "---|" * len(steps), f"| accuracy | {acc} |", "",
+             f"- borderline (context never written): {r['borderline@0']:.2f}",
+             f"- the same model, memory off, context in the prompt: {r['context_in_prompt@0']:.2f}",
+             f"- the base model (no LoRA), context in the prompt: {r['base_context_in_prompt@0']:.2f}", "",
+             "Loss on x2 after writing x1 (held-out documents), with memory / without memory:", "",
+             "| documents | untrained MemoryLLM | trained |", "|---|---|---|"]
+    for k in ("facts", "generic"):
+        b, a = card["loss_before"][k], card["loss_after"][k]
+        lines.append(f"| {k} (n={a['n']}) | {b['loss_with_memory']:.3f} / {b['loss_without_memory']:.3f} | "
+                     f"{a['loss_with_memory']:.3f} / {a['loss_without_memory']:.3f} |")
+    p = card["perplexity"]
+    lines += ["", "Perplexity of held-out generic text: " + ", ".join(f"{k} {v:.2f}" for k, v in p.items()), ""]
+    return "\n".join(lines)
 
 
 def main():
