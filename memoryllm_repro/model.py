@@ -524,16 +524,15 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             keep = None
         else:
             keep = self._draw_keep(B)
-            new = torch.cat([self._pool.gather(2, keep[..., None].expand(-1, -1, -1, d)), delta], 2)
+            new = _drop_and_append(self._pool, keep, delta)
         # Incremental key/value update: gather survivors' projections, project only the K new vectors.
         new_kv = None
         if (keep is not None and old_kv is not None and self._cacheable()
                 and old_kv.key == (id(self._pool), self._pool._version, self._weights_key())):
             nk, nv = self._project_pool_rows(delta, with_bos=False)
-            idx = keep[:, :, None, :, None].expand(-1, -1, old_kv.raw_k.shape[2], -1, old_kv.raw_k.shape[4])
-            cat = lambda old, fresh: torch.cat([old[:, :, :, :self._nb], old[:, :, :, self._nb:].gather(3, idx),
-                                                fresh], 3)
-            new_kv = (cat(old_kv.raw_k, nk), cat(old_kv.v, nv))
+            nb = self._nb
+            new_kv = (_drop_and_append(old_kv.raw_k, keep, nk, skip=nb, dim=3),
+                      _drop_and_append(old_kv.v, keep, nv, skip=nb, dim=3))
         self._pool = new
         self.initialized = True
         self.last_keep = keep          # survivors of this write [B, L, N-K] (None for the first, tiling write)
@@ -701,6 +700,27 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         self.seed(seed)
         for ids in warmup_contexts(tok, num_writes or self.config.num_blocks, seed, min_len, max_len, source):
             self.inject_memory(torch.tensor([ids], device=self.device))
+
+
+def _drop_and_append(old: torch.Tensor, keep: torch.Tensor, fresh: torch.Tensor, skip: int = 0,
+                     dim: int = 2) -> torch.Tensor:
+    """One new tensor = [the first `skip` rows; rows `keep` of the rest; fresh] along `dim` (2 for the pool
+    [B, L, N, d], 3 for cached keys/values [B, L, kvh, T, hd]), written in one pass: a gather then a cat would
+    copy the whole pool twice per write."""
+    B, L = keep.shape[:2]
+    shape = list(old.shape)
+    shape[dim] = skip + keep.shape[2] + fresh.shape[dim]
+    out = old.new_empty(shape)
+    for b in range(B):
+        for l in range(L):
+            src, dst = old[b, l], out[b, l]
+            d = dim - 2
+            if skip:
+                dst.narrow(d, 0, skip).copy_(src.narrow(d, 0, skip))
+            torch.index_select(src.narrow(d, skip, src.shape[d] - skip), d, keep[b, l],
+                               out=dst.narrow(d, skip, keep.shape[2]))
+            dst.narrow(d, skip + keep.shape[2], fresh.shape[dim]).copy_(fresh[b, l])
+    return out
 
 
 def expected_retention(t, N: int, K: int) -> float:
