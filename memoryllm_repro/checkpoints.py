@@ -69,9 +69,15 @@ def load_model(spec: str = "default", device: str = "cpu", dtype=torch.float32):
             model, desc = load_training_checkpoint(path, dtype), f"training checkpoint {path}"
         else:
             model, desc = MemoryLLM.from_pretrained(spec, dtype=dtype), f"MemoryLLM from {spec}"
-    base = model.config.backbone or "smollm2-135m"
-    try:
-        tok = load_tokenizer(str(spec) if Path(str(spec)).joinpath("tokenizer_config.json").is_file() else base)
-    except (OSError, ValueError):
-        tok = load_tokenizer("smollm2-135m")
+    tok = None
+    for candidate in (str(spec), model.config.backbone,
+                      "meta-llama/Llama-2-7b-hf" if model.base.config.vocab_size == 32000 else "smollm2-135m"):
+        if candidate in (None, "default", "untrained", "tiny"):
+            continue
+        try:      # the checkpoint's own tokenizer first (saved folders, hub repos), then its backbone's
+            tok = load_tokenizer(candidate)
+            break
+        except (OSError, ValueError):
+            continue
+    tok = tok or load_tokenizer("smollm2-135m")
     return model.to(device).eval(), tok, desc
