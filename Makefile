@@ -12,7 +12,7 @@ NOTEBOOKS := $(basename $(notdir $(wildcard notebooks/*.py)))
 
 
 .PHONY: bench
-.PHONY: venv test test-fast nbval table1 figure4 table2 figure5 figure6 walkthrough notebook clean
+.PHONY: venv test test-fast nbval figure7 ablations table1 figure4 table2 figure5 figure6 walkthrough notebook clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,14 @@ figure6:
 
 bench: venv
 	$(PY) bench/run.py
+
+figure7:
+	$(MAKE) notebook NB=figure7_ablation
+
+# Train every Figure 7 ablation model (resumable: re-run after an interruption)
+ablations: venv
+	for c in $(basename $(notdir $(wildcard configs/train/ablation/*.yaml))); do \
+		$(PY) -m memoryllm_repro.train --config configs/train/ablation/$$c.yaml || exit 1; done
 
 table1:
 	$(MAKE) notebook NB=table1_editing
