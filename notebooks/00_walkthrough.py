@@ -2,9 +2,15 @@
 # # MemoryLLM, step by step
 #
 # A walkthrough of *MEMORYLLM: Towards Self-Updatable Large Language Models* (Wang et al., ICML 2024) next to the
-# code of `memoryllm_repro`. Block quotes summarise the paper (section numbers given; the wording is ours, taken
-# from `shared/reference/paper.md`); the text around them says what the code does. Everything runs on a laptop
-# CPU in a few minutes (`make walkthrough`).
+# code of `memoryllm_repro`. From the abstract:
+#
+# > "we introduce MEMORYLLM, a model that comprises a transformer and a fixed-size memory pool within the latent
+# > space of the transformer. MEMORYLLM can self-update with text knowledge and memorize the knowledge injected
+# > earlier."
+#
+# Further block quotes summarise the paper section by section (section numbers given; that wording is ours);
+# the text around them says what the code does. Everything runs on a laptop CPU in a few minutes
+# (`make walkthrough`).
 
 # %% tags=["parameters"]
 model = "default"      # "default" (shipped checkpoint or best available), "untrained", "tiny" (CI smoke run)
