@@ -74,7 +74,8 @@ class MemoryCache(Cache):
 
     @property
     def prefix_len(self) -> int:
-        return self.layers[0].prefix_len if self.layers else 0
+        """Position offset of the real tokens: the longest layer prefix (layers without memory have none)."""
+        return max(layer.prefix_len for layer in self.layers) if self.layers else 0
 
     def prime(self, prefix: list[tuple[torch.Tensor, torch.Tensor]], extra: int = 64) -> None:
         self.layers = [PrefixLayer(k, v, extra) for k, v in prefix]

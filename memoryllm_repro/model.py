@@ -58,7 +58,7 @@ class MemoryLLMConfig(PretrainedConfig):
                  num_tokens: int = 64, add_bos_embedding: bool = True, bos_init: str = "hidden",
                  memory_source: str = "output", drop_memory_per_layer: bool = True, min_context_tokens: int = 16,
                  short_context: str = "warn", seed: int = 0, lora: dict | None = None,
-                 rope_factor: float | None = None, **kwargs):
+                 rope_factor: float | None = None, memory_layers: list[int] | None = None, **kwargs):
         self.backbone = backbone                    # "smollm2-135m", a path or hub id; None = weights saved with us
         self.backbone_config = backbone_config or {}
         self.num_blocks = num_blocks                # N = num_blocks * num_tokens
@@ -72,6 +72,7 @@ class MemoryLLMConfig(PretrainedConfig):
         self.seed = seed
         self.lora = lora                            # peft LoraConfig kwargs once adapters are attached
         self.rope_factor = rope_factor              # linear RoPE scaling applied to the backbone (authors: 2.0)
+        self.memory_layers = memory_layers          # None = every layer (paper); e.g. the last half (§4.7.2)
         super().__init__(**kwargs)
         for name, allowed in (("memory_source", ("output", "input")), ("short_context", ("warn", "raise")),
                               ("bos_init", ("hidden", "randn"))):
@@ -155,6 +156,16 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
     @property
     def num_memories(self) -> int:
         return self._pool.shape[0]
+
+    def _has_memory(self, l: int) -> bool:
+        ml = self.config.memory_layers
+        return ml is None or l in ml or (l - self.L) in ml
+
+    def _without_memory_layers(self, prefix):
+        """Replace the prefix of layers without memory (structure ablation) by an empty one."""
+        if self.config.memory_layers is None:
+            return prefix
+        return [(k, v) if self._has_memory(l) else (k[..., :0, :], v[..., :0, :]) for l, (k, v) in enumerate(prefix)]
 
     @property
     def _nb(self) -> int:   # rows the BOS vector adds in front of the memory
@@ -369,9 +380,11 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
                 prefix = self._pool_prefix()
             else:
                 prefix = None
-            if prefix is not None and prefix[0][0].shape[0] != B:
-                prefix = [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in prefix]
-            P = prefix[0][0].shape[-2] if prefix is not None else 0
+            if prefix is not None:
+                prefix = self._without_memory_layers(prefix)
+                if prefix[0][0].shape[0] != B:
+                    prefix = [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in prefix]
+            P = max(k.shape[-2] for k, _ in prefix) if prefix is not None else 0
             if cache is not None:
                 if prefix is None:
                     c = self.base.config
@@ -404,8 +417,11 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
 
         h = self.base.get_input_embeddings()(input_ids)
         cos_sin = self.base.model.rotary_emb(h, pos)
-        for layer in self.layers:
-            h = self._call(layer, h, mask, pos, layer_cache, cos_sin)
+        plen = ([c.prefix_len for c in layer_cache.layers] if isinstance(layer_cache, MemoryCache)
+                else [k.shape[-2] for k, _ in layer_cache.prefix] if layer_cache is not None else [0] * self.L)
+        for l, layer in enumerate(self.layers):
+            m = mask if mask is None or plen[l] == P else mask[..., P - plen[l]:]   # layers without memory
+            h = self._call(layer, h, m, pos, layer_cache, cos_sin)
         h = self.base.model.norm(h)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
@@ -481,6 +497,11 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         mask = self._mask(self._causal(Q, P, dev))
         e_new = self.new_memory_positional_emb
         for l, layer in enumerate(self.layers):
+            if not self._has_memory(l):   # structure ablation: a plain layer at the same positions, no delta
+                cs = (cos_sin[0][:, -n:], cos_sin[1][:, -n:])
+                h = self._call(layer, h, self._mask(self._causal(n, 0, dev)), pos_q[:, -n:], None, cs)
+                deltas.append(torch.zeros_like(last[:, l]))
+                continue
             m = last[:, l]                                                    # e_θ^l  [B, K, d]
             x = torch.cat([m[:, np_:], h], 1)                                 # rows with queries [B, Q, d]
             x_e = torch.cat([x[:, :Q - K], x[:, Q - K:] + e_new], 1)          # e_new on the last K rows

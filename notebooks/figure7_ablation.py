@@ -12,7 +12,7 @@
 # Configurations without a trained checkpoint fall back to a few-step tiny run, and the plot says so.
 
 # %% tags=["parameters"]
-configs = ["k32_n10", "k64_n10", "k64_n20", "k64_n30", "k128_n15", "k64_n30_input"]
+configs = ["k32_n10", "k64_n10", "k64_n20", "k64_n30", "k128_n15", "k64_n30_input", "k64_n30_lasthalf"]
 num_examples = 30
 num_updates = 12
 fallback_steps = 3            # tiny training run for a configuration that has no checkpoint

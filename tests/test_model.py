@@ -288,3 +288,25 @@ def test_adapters_disabled_gives_the_backbone():
             assert torch.allclose(model(ids, use_memory=False).logits, plain, atol=1e-10)
         assert not torch.allclose(adapted, plain)
         assert torch.allclose(model(ids, use_memory=False).logits, adapted, atol=1e-10)
+
+
+def test_memory_in_some_layers_only():
+    """§4.7.2 structure ablation: layers outside `memory_layers` read and write no memory."""
+    ids = rand_ids(7, seed=3)
+    full, every, none_, half = (make_model(), make_model(memory_layers=[0, 1, 2]), make_model(memory_layers=[]),
+                                make_model(memory_layers=[-1]))
+    for m in (full, every, none_, half):
+        fill(m, writes=2)
+    with torch.no_grad():
+        assert torch.allclose(full(ids).logits, every(ids).logits, atol=1e-10)
+        assert torch.allclose(none_(ids).logits, none_.base(ids).logits, atol=1e-10)   # no memory anywhere
+        out = half(ids).logits
+        assert not torch.allclose(out, half.base(ids).logits, atol=1e-6)
+        assert torch.equal(half.inject_memory(rand_ids(12), update_memory=False)[0, 0], torch.zeros(8, 64,
+                                                                                                    dtype=out.dtype))
+    got = half.generate(ids, max_new_tokens=4, eos_token_id=None)
+    seq = ids
+    with torch.no_grad():
+        for _ in range(4):
+            seq = torch.cat([seq, half(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(got, seq)

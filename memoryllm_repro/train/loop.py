@@ -46,6 +46,7 @@ class TrainConfig:
     num_tokens: int = 64                # K
     memory_source: str = "output"       # "output" (paper) or "input" (ablation)
     rope_factor: float | None = None    # linear RoPE scaling of the backbone (full preset: 2.0 as the authors)
+    memory_layers: list | None = None   # None = all layers; e.g. the last half for the §4.7.2 ablation
     out_dir: str = "runs/small"
     steps: int = 3000                   # optimizer steps
     grad_accum: int = 1                 # micro-batches (documents) per optimizer step
@@ -142,7 +143,7 @@ def trainable_state(model: MemoryLLM) -> dict:
 def build_model(cfg: TrainConfig) -> MemoryLLM:
     model = MemoryLLM.from_base(cfg.base, num_blocks=cfg.num_blocks, num_tokens=cfg.num_tokens,
                                 dtype=getattr(torch, cfg.dtype), memory_source=cfg.memory_source, seed=cfg.seed,
-                                rope_factor=cfg.rope_factor)
+                                rope_factor=cfg.rope_factor, memory_layers=cfg.memory_layers)
     model.add_lora(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                    target_modules=cfg.lora_targets)
     for n, p in model.named_parameters():
