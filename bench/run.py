@@ -146,7 +146,7 @@ def bench_stream(m, V, n):
 
 def bench_rss():
     """Peak RSS of a figure-5 run (a small configuration of the same notebook, in a child process)."""
-    cmd = ["make", "-s", "figure5", "PARAMS=-p num_examples 4 -p num_updates 4 -p figure_name null "
+    cmd = ["make", "-s", "figure5", "PARAMS=-p num_examples 4 -p num_updates 4 -y 'figure_name: null' "
                                     "-p results results/bench/figure5_rss"]
     t = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)

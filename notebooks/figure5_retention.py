@@ -79,9 +79,10 @@ for ax, ds in zip(axes[0], datasets):
     ax.axhline(a_b, ls="--", color="grey", label="borderline (no context)")
     ax.axhline(ref["context_in_prompt"], ls="-.", color="tab:green", alpha=0.7, label="context in prompt")
     ax.set(title=ds, xlabel="number of updates", ylabel="accuracy", ylim=(-0.02, 1.02))
+    ax.xaxis.get_major_locator().set_params(integer=True)
 axes[0][-1].legend(fontsize=7, loc="upper right")
 n = int(mem.n.iloc[0])
-fig.text(0.0, -0.1, f"{description}; N = {N}, K = {K}; {n} examples per dataset; bands: 95% Wilson intervals; "
+fig.text(0.0, -0.16, f"{description}; N = {N}, K = {K}; {n} examples per dataset; bands: 95% Wilson intervals; "
          f"pool {'carried over' if carry_over else 'restored'} between examples; run time {wall / 60:.1f} min",
          fontsize=7, wrap=True)
 if figure_name:

@@ -233,6 +233,12 @@ class Trainer:
         self.state = dict(blob["state"], cached=blob["cached"])
         self.rng.setstate(blob["rng"])
         self.gen.set_state(blob["gen"])
+        log = self.out / "log.jsonl"       # steps logged after the checkpoint are redone: drop their lines
+        if self.acc.is_main_process and log.exists():
+            lines = [l for l in log.read_text().splitlines() if l and json.loads(l)["step"] <= self.state["step"]]
+            tmp = log.with_suffix(".tmp")
+            tmp.write_text("".join(l + "\n" for l in lines))
+            os.replace(tmp, log)
         return True
 
     # ---------------------------------------------------------------- one micro-batch
