@@ -51,6 +51,6 @@ class OnBackbone:
 
     @contextlib.contextmanager
     def __call__(self, model, tok, record):
-        ctx = model.adapters_disabled() if model.config.lora else contextlib.nullcontext()
-        with ctx, self.editor(model, tok, record):
+        from ..eval.retention import base_only
+        with base_only(model), self.editor(model, tok, record):
             yield

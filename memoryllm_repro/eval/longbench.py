@@ -142,8 +142,8 @@ def predict_backbone(model, tok, example: dict, template: str, max_length: int, 
     max_gen = config()["max_new_tokens"][template]
     ids = truncate(tok(build_prompt(template, example), add_special_tokens=False).input_ids, max_length - max_gen,
                    side)
-    ctx = model.adapters_disabled() if model.config.lora else _Null()
-    with ctx:
+    from .retention import base_only
+    with base_only(model):
         out = _generate(model, ids, max_gen, False)
     return tok.decode(out, skip_special_tokens=True)
 
@@ -164,14 +164,6 @@ def bm25_context(tok, example: dict, budget: int, piece: int = 256) -> dict:
                                 k=min(k, len(texts)), show_progress=False)
     chosen = sorted(int(i) for i in idx[0])
     return dict(example, context="".join(texts[i] for i in chosen))
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- Figure 4 / Table 2

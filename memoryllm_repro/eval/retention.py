@@ -8,6 +8,8 @@ the warm pool with its context never written) and the context placed in the prom
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 
 import torch
@@ -61,7 +63,7 @@ def run_retention(model, tok, examples: list[QAExample], distractors: list[str],
     bar = tqdm(examples, desc="retention", disable=not progress)
     for ex in bar:
         q = question_text(ex)
-        snap = model.memory_snapshot() if not carry_over else _null()
+        snap = model.memory_snapshot() if not carry_over else contextlib.nullcontext()
         with snap:
             if borderline:
                 pred = answer(model, tok, q, max_new_tokens)
@@ -71,7 +73,7 @@ def run_retention(model, tok, examples: list[QAExample], distractors: list[str],
                 pred = answer(model, tok, prompt, max_new_tokens, use_memory=False)
                 rows.append(dict(id=ex.id, condition="context_in_prompt", step=0, hit=hit(pred, ex.answer),
                                  pred=pred))
-                with _base_only(model):
+                with base_only(model):
                     pred = answer(model, tok, prompt, max_new_tokens, use_memory=False)
                 rows.append(dict(id=ex.id, condition="base_context_in_prompt", step=0,
                                  hit=hit(pred, ex.answer), pred=pred))
@@ -84,16 +86,9 @@ def run_retention(model, tok, examples: list[QAExample], distractors: list[str],
     return rows
 
 
-def _base_only(model):
-    return model.adapters_disabled() if model.config.lora else _null()
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
+def base_only(model):
+    """The backbone without its LoRA deltas (a no-op for an untrained wrapper)."""
+    return model.adapters_disabled() if model.config.lora else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------- Figure 5

@@ -361,12 +361,6 @@ class Trainer:
             log.close()
         return {"step": st["step"], "done": st["step"] >= cfg.steps}
 
-    def export(self, directory, warmup: dict | None = None, dtype=torch.float16) -> None:
-        """Write the trained model as a MemoryLLM checkpoint without its pool (adapter + vectors + config)."""
-        if warmup is not None:
-            self.model.config.warmup = warmup
-        self.model.save_pretrained(directory, save_memory=False, dtype=dtype)
-
 
 def parse_overrides(items: list[str]) -> dict:
     out, i = {}, 0
