@@ -1,7 +1,7 @@
 """The performance table: every cost measured against a baseline run in the same process; ratios are the result,
 absolute seconds only context. Writes results/bench/table.md and table.json.
 
-    python bench/run.py [--quick] [--sections write,read,scaling,batch,stream,rss]     (make bench)
+    python bench/run.py [--quick] [--sections write,read,scaling,batch,eval,stream,rss]     (make bench)
 """
 from __future__ import annotations
 
@@ -127,6 +127,23 @@ def bench_batch(m, V, reps, quick):
     m._pool_kv = None
 
 
+def bench_eval(m, quick):
+    """Retention-evaluation throughput (examples/s) of run_retention with B examples in B memories at once."""
+    from memoryllm_repro import load_tokenizer
+    from memoryllm_repro.data.retention_set import heldout_retention_set
+    from memoryllm_repro.eval.retention import run_retention
+    tok = load_tokenizer("smollm2-135m")
+    examples, distractors = heldout_retention_set(8 if quick else 16, 4, seed=0)
+    per = {}
+    for B in ([1, 4] if quick else [1, 4, 16]):
+        t = time.perf_counter()
+        run_retention(m, tok, examples, distractors, 3, progress=False, batch_size=B)
+        per[B] = (time.perf_counter() - t) / len(examples)
+        row("eval", f"retention eval (4 writes, 5 answers), batch_size={B}, per example", per[B],
+            "batch_size=1", per[1])
+        ROWS[-1]["examples_per_s"] = round(1 / per[B], 3)
+
+
 @torch.no_grad()
 def bench_stream(m, V, n):
     """The figure-6 loop: write a context, answer its question, n times."""
@@ -158,7 +175,7 @@ def bench_rss():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sections", default="write,read,scaling,batch,stream,rss")
+    ap.add_argument("--sections", default="write,read,scaling,batch,eval,stream,rss")
     ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args()
     sections = set(a.sections.split(","))
@@ -171,6 +188,8 @@ def main():
         bench_scaling(reps, a.quick)
     if "batch" in sections:
         bench_batch(m, V, reps, a.quick)
+    if "eval" in sections:
+        bench_eval(m, a.quick)
     if "stream" in sections:
         bench_stream(m, V, 10 if a.quick else 30)
     if "rss" in sections:

@@ -20,6 +20,7 @@ num_updates = 15             # unrelated contexts written after the relevant one
 num_distractors = 30         # size of the shared list of unrelated contexts
 seed = 0
 carry_over = False           # True: the pool is not restored between examples (the authors default)
+batch_size = 8               # examples evaluated at once, each in its own copy of the pool (1 with carry_over)
 device = "cpu"
 dtype = "float32"
 data_dir = None              # folder with squad/ and nq/ in the authors' layout (default: the repo's data/)
@@ -45,11 +46,13 @@ print(description, f"| N = {N}, K = {K}")
 
 # %%
 records = run_figure5(net, tok, datasets=datasets, num_examples=num_examples, num_updates=num_updates,
-                      num_distractors=num_distractors, seed=seed, carry_over=carry_over, data_dir=data_dir)
+                      num_distractors=num_distractors, seed=seed, carry_over=carry_over, data_dir=data_dir,
+                      batch_size=1 if carry_over else batch_size)
 wall = time.time() - t0
 out = results_dir("figure5_retention", results)
 params = dict(model=model, datasets=datasets, num_examples=num_examples, num_updates=num_updates,
-              num_distractors=num_distractors, seed=seed, carry_over=carry_over, device=device, dtype=dtype)
+              num_distractors=num_distractors, seed=seed, carry_over=carry_over, device=device, dtype=dtype,
+              batch_size=batch_size)
 write_run(out, records.to_dict("records"), params,
           extra={"model_description": description, "N": N, "K": K, "wall_seconds": round(wall, 1)})
 summary = summarize(records)

@@ -87,3 +87,23 @@ def test_restoring_memory_isolates_examples(tok):
     assert steps == [1, 2, 3]
     s = summarize(__import__("pandas").DataFrame([{"dataset": "d", **r} for r in both]))
     assert set(s.condition) == {"memory", "borderline"} and (s.n == 2).all()
+
+
+def test_batched_memories_match_one_by_one(tok):
+    """batch_size=B runs B examples in B independent copies of the pool. With the random drops made deterministic
+    (FIFO), every prediction equals the one-example-at-a-time run, and the pool is restored afterwards."""
+    model = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
+    N, K, L = model.N, model.K, model.L
+    model._draw_keep = lambda B: torch.arange(K, N).expand(B, L, -1)
+    examples, distractors = heldout_retention_set(5, 4, seed=0)
+    model.inject_memory(tok("Context: a warm pool before the evaluation starts, long enough to write.",
+                            return_tensors="pt").input_ids)
+    pool = model.memory.clone()
+    one = run_retention(model, tok, examples, distractors, 3, progress=False, in_prompt=True)
+    many = run_retention(model, tok, examples, distractors, 3, progress=False, in_prompt=True, batch_size=3)
+    key = lambda r: (r["id"], r["condition"], r["step"])
+    assert sorted(map(key, one)) == sorted(map(key, many))
+    assert {key(r): r["pred"] for r in one} == {key(r): r["pred"] for r in many}
+    assert torch.equal(model.memory, pool) and model.num_memories == 1
+    with pytest.raises(ValueError, match="carry_over"):
+        run_retention(model, tok, examples, distractors, 1, carry_over=True, batch_size=2, progress=False)

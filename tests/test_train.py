@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import make_model, rand_ids
-from memoryllm_repro.train import (TrainConfig, Trainer, continuous_contexts_understanding, mitigating_forgetting,
-                                   new_knowledge_incorporation, num_contexts)
+from memoryllm_repro.train import (TrainConfig, Trainer, base_distillation, continuous_contexts_understanding,
+                                   mitigating_forgetting, new_knowledge_incorporation, num_contexts)
 
 warnings.filterwarnings("ignore", message="context of")
 
@@ -26,6 +26,10 @@ class RandomSamples:
         k = r.randint(1, k)
         ids = lambda: [r.randint(3, 255) for _ in range(r.randint(10, 24))]
         return {"contexts": [ids() for _ in range(k)], "target": ids(), "kind": "random"}
+
+    def regularizer(self, index):
+        r = random.Random(-1 - index)
+        return [r.randint(3, 255) for _ in range(16)]
 
 
 def lora_model(seed=0, dtype=torch.float32):
@@ -93,8 +97,9 @@ def test_curriculum_matches_authors_rule():
 
 
 def make_trainer(tmp, steps, seed=0, **kw):
-    cfg = TrainConfig(out_dir=str(tmp), steps=steps, num_blocks=4, num_tokens=8, eval_every=0, save_every=2,
-                      lr=1e-2, curriculum_steps=[2], curriculum_values=[1, 3], seed=seed, **kw)
+    cfg = TrainConfig(**{**dict(out_dir=str(tmp), steps=steps, num_blocks=4, num_tokens=8, eval_every=0,
+                                save_every=2, lr=1e-2, curriculum_steps=[2], curriculum_values=[1, 3], seed=seed),
+                         **kw})
     return Trainer(cfg, model=lora_model(seed), tokenizer=object(), samples=RandomSamples())
 
 
@@ -167,3 +172,42 @@ def test_two_process_gloo_keeps_pools_identical(tmp_path):
     assert torch.equal(p0, p1)
     l0, l1 = torch.load(tmp_path / "lora-0.pt"), torch.load(tmp_path / "lora-1.pt")
     assert all(torch.allclose(l0[n], l1[n]) for n in l0)
+
+
+def test_base_distillation_is_zero_without_lora_delta_and_pulls_back_otherwise():
+    model = make_model(seed=0)
+    model.add_lora(r=4, lora_dropout=0.0)        # LoRA B = 0: φ is exactly the backbone
+    for i in range(3):
+        model.inject_memory(rand_ids(20, seed=i))
+    ids = rand_ids(16, seed=3)
+    assert base_distillation(model, ids, use_memory=False).item() < 1e-6
+    assert base_distillation(model, ids, use_memory=True).item() > 1e-4   # reading the pool changes predictions
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    kl = base_distillation(model, ids, use_memory=False)
+    assert kl.item() > 1e-4
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    for p in lora:
+        p.requires_grad_(True)
+    kl.backward()                                 # the gradient reaches the adapter and the teacher is untouched
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lora)
+    assert all(p.requires_grad for p in lora)
+
+
+def test_distillation_term_is_logged_and_resumes(tmp_path):
+    tr = make_trainer(tmp_path, steps=4, kl_weight=0.5)
+    tr.train()
+    log = [json.loads(l) for l in (tmp_path / "log.jsonl").open()]
+    assert all(r["kl"] is not None and r["kl"] >= 0 for r in log)
+    again = make_trainer(tmp_path, steps=6, kl_weight=0.5, lr=3e-3)
+    again.train()
+    assert all(g["lr"] == 3e-3 for g in again.opt.param_groups)   # the config's lr wins on resume
+    assert [json.loads(l)["step"] for l in (tmp_path / "log.jsonl").open()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_command_line_overrides_parse_numbers():
+    from memoryllm_repro.train.loop import parse_overrides
+    assert parse_overrides(["--lr", "5e-4", "--steps=10", "--kl_weight", "1", "--out_dir", "runs/x"]) == \
+        {"lr": 5e-4, "steps": 10, "kl_weight": 1, "out_dir": "runs/x"}

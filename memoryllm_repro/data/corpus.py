@@ -95,6 +95,14 @@ class DefaultSamples:
             return self._generic(rng, num_contexts)
         return self._facts(rng, num_contexts)
 
+    def regularizer(self, index: int) -> list[int]:
+        """A chunk of training generic text for the distillation term (TrainConfig.kl_weight)."""
+        rng = random.Random(f"{self.seed}-kl-{index}")
+        if not self.generic:
+            raise ValueError("the distillation term needs generic text (p_generic > 0 and generic documents)")
+        ids = self.encode(rng.choice(self.generic))
+        return rng.choice(chunk_document(ids, self.min_len, self.max_len, rng) or [ids[:self.max_len]])
+
     def _generic(self, rng, k):
         for _ in range(20):
             chunks = chunk_document(self.encode(rng.choice(self.generic)), self.min_len, self.max_len, rng)

@@ -32,7 +32,7 @@ def model_card(model_spec="default", num_examples=50, num_updates=12, out=None, 
     if model.config.lora:
         with model.adapters_disabled():
             card["perplexity"]["base_model"] = perplexity(model, tok, use_memory=False)
-    records = run_figure5(model, tok, ["bundled"], num_examples, num_updates, seed=1)
+    records = run_figure5(model, tok, ["bundled"], num_examples, num_updates, seed=1, batch_size=8)
     summ = summarize(records)
     card["retention"] = {f"{r.condition}@{r.step}": round(r.accuracy, 3) for r in summ.itertuples()}
     untrained, _, _ = load_model("untrained")

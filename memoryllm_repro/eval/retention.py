@@ -45,44 +45,81 @@ def _ids(tok, text, max_tokens=512):
 
 @torch.no_grad()
 def answer(model, tok, prompt: str, max_new_tokens: int = 10, use_memory: bool = True) -> str:
-    ids = _ids(tok, prompt).to(model.device)
-    out = model.generate(ids, max_new_tokens=max_new_tokens, use_memory=use_memory, do_sample=False,
-                         pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    return answers(model, tok, [prompt], max_new_tokens, use_memory)[0]
 
 
 @torch.no_grad()
+def answers(model, tok, prompts: list[str], max_new_tokens: int = 10, use_memory: bool = True) -> list[str]:
+    """Greedy answers to a batch of prompts (left-padded); prompt b reads memory b when the model holds
+    len(prompts) independent memories (`expand_memories`)."""
+    side, tok.padding_side = tok.padding_side, "left"
+    try:
+        enc = tok(prompts, return_tensors="pt", add_special_tokens=False, truncation=True, max_length=512,
+                  padding=True)
+    finally:
+        tok.padding_side = side
+    ids, mask = enc.input_ids.to(model.device), enc.attention_mask.to(model.device)
+    out = model.generate(ids, attention_mask=mask if len(prompts) > 1 else None, max_new_tokens=max_new_tokens,
+                         use_memory=use_memory, do_sample=False, pad_token_id=tok.pad_token_id)
+    return [tok.decode(o[ids.shape[1]:], skip_special_tokens=True) for o in out]
+
+
 def run_retention(model, tok, examples: list[QAExample], distractors: list[str], num_updates: int,
                   carry_over: bool = False, max_new_tokens: int = 10, borderline: bool = True,
-                  in_prompt: bool = False, progress: bool = True) -> list[dict]:
+                  in_prompt: bool = False, progress: bool = True, batch_size: int = 1) -> list[dict]:
     """Tidy records: one row per (example, condition, step). Conditions: "memory" (the protocol), "borderline"
     (the question asked of the warm pool, context never written), "context_in_prompt" (the same model, memory off,
     context in the prompt: the upper reference) and "base_context_in_prompt" (the backbone without LoRA, context in
-    the prompt). step = updates since the context was written (1 = right after it); 0 for references."""
+    the prompt). step = updates since the context was written (1 = right after it); 0 for references.
+    `batch_size` > 1 runs that many examples at once, each in its own copy of the pool (`expand_memories`): the
+    same protocol, other random drops, several times the throughput on CPU (bench/run.py --sections eval)."""
+    if carry_over and batch_size > 1:
+        raise ValueError("carry_over chains the examples through one pool; it needs batch_size=1")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
     rows = []
-    bar = tqdm(examples, desc="retention", disable=not progress)
-    for ex in bar:
-        q = question_text(ex)
+    bar = tqdm(total=len(examples), desc="retention", disable=not progress)
+    for i in range(0, len(examples), batch_size):
+        group = examples[i:i + batch_size]
         snap = model.memory_snapshot() if not carry_over else contextlib.nullcontext()
         with snap:
-            if borderline:
-                pred = answer(model, tok, q, max_new_tokens)
-                rows.append(dict(id=ex.id, condition="borderline", step=0, hit=hit(pred, ex.answer), pred=pred))
-            if in_prompt:
-                prompt = context_text(ex) + "\n" + q
-                pred = answer(model, tok, prompt, max_new_tokens, use_memory=False)
-                rows.append(dict(id=ex.id, condition="context_in_prompt", step=0, hit=hit(pred, ex.answer),
-                                 pred=pred))
-                with base_only(model):
-                    pred = answer(model, tok, prompt, max_new_tokens, use_memory=False)
-                rows.append(dict(id=ex.id, condition="base_context_in_prompt", step=0,
-                                 hit=hit(pred, ex.answer), pred=pred))
-            model.inject_memory(_ids(tok, context_text(ex)).to(model.device))
-            for step in range(1, num_updates + 2):
-                pred = answer(model, tok, q, max_new_tokens)
-                rows.append(dict(id=ex.id, condition="memory", step=step, hit=hit(pred, ex.answer), pred=pred))
-                if step <= num_updates:
-                    model.inject_memory(_ids(tok, distractors[(step - 1) % len(distractors)]).to(model.device))
+            rows += _retention_group(model, tok, group, distractors, num_updates, max_new_tokens, borderline,
+                                     in_prompt)
+        bar.update(len(group))
+    bar.close()
+    return rows
+
+
+def _retention_group(model, tok, group, distractors, num_updates, max_new_tokens, borderline, in_prompt):
+    B, rows = len(group), []
+    qs = [question_text(ex) for ex in group]
+
+    def record(condition, step, preds):
+        rows.extend(dict(id=ex.id, condition=condition, step=step, hit=hit(p, ex.answer), pred=p)
+                    for ex, p in zip(group, preds))
+
+    if B > 1:
+        model.expand_memories(B)
+    if borderline:
+        record("borderline", 0, answers(model, tok, qs, max_new_tokens))
+    if in_prompt:
+        prompts = [context_text(ex) + "\n" + q for ex, q in zip(group, qs)]
+        record("context_in_prompt", 0, answers(model, tok, prompts, max_new_tokens, use_memory=False))
+        with base_only(model):
+            record("base_context_in_prompt", 0, answers(model, tok, prompts, max_new_tokens, use_memory=False))
+    if B == 1:
+        model.inject_memory(_ids(tok, context_text(group[0])).to(model.device))
+    else:   # contexts differ in length: encode each against its own memory, then commit all at once
+        last = model.memory[:, :, -model.K:] if model.initialized else [None] * B
+        deltas = [model.inject_memory(_ids(tok, context_text(ex)).to(model.device), update_memory=False,
+                                      memory_rows=None if last[b] is None else last[b:b + 1])
+                  for b, ex in enumerate(group)]
+        model.write_memory(torch.cat(deltas))
+    for step in range(1, num_updates + 2):
+        record("memory", step, answers(model, tok, qs, max_new_tokens))
+        if step <= num_updates:   # the same unrelated context for every example of the group
+            d = _ids(tok, distractors[(step - 1) % len(distractors)]).to(model.device)
+            model.inject_memory(d.expand(B, -1))
     return rows
 
 
@@ -131,14 +168,14 @@ def retention_data(dataset: str, tok, num_examples: int, num_distractors: int, s
 
 def run_figure5(model, tok, datasets=("bundled",), num_examples: int = 40, num_updates: int = 15,
                 num_distractors: int = 30, seed: int = 0, carry_over: bool = False, data_dir=None,
-                progress: bool = True):
+                progress: bool = True, batch_size: int = 1):
     """All rows of Figure 5 for one model, as a DataFrame (dataset, id, condition, step, hit, pred)."""
     import pandas as pd
     rows = []
     for ds in datasets:
         examples, distractors = retention_data(ds, tok, num_examples, num_distractors, seed, data_dir)
         for r in run_retention(model, tok, examples, distractors, num_updates, carry_over=carry_over,
-                               in_prompt=True, progress=progress):
+                               in_prompt=True, progress=progress, batch_size=batch_size):
             rows.append({"dataset": ds, **r})
     return pd.DataFrame(rows)
 

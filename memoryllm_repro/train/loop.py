@@ -67,6 +67,11 @@ class TrainConfig:
     min_len: int = 64                   # chunk lengths in tokens (authors: 256-512)
     max_len: int = 128
     p_generic: float = 0.3              # share of generic-text documents in the default corpus
+    # Our addition (not in the paper, 0 = off): keep φ's general ability (official issue #12) by distilling the
+    # untouched backbone: + kl_weight * KL(p_base(.|x) || p_φ(.|x)) on a generic chunk x every step, read with the
+    # current pool with probability kl_memory (else with no memory). See MODEL_CARD.md for why it was needed.
+    kl_weight: float = 0.0
+    kl_memory: float = 0.5
     curriculum_steps: list = field(default_factory=lambda: [300, 600, 1000, 1500])
     curriculum_values: list = field(default_factory=lambda: [1, 2, 3, 4, 5])
     through_write_ratio: float = 0.5    # P(process (a)) in new knowledge incorporation
@@ -118,6 +123,10 @@ class CorpusSamples:
                 return {"contexts": chunks[:-1], "target": chunks[-1], "kind": "corpus"}
         raise ValueError("corpus documents are too short to chunk; lower min_len/max_len")
 
+    def regularizer(self, index: int) -> list[int]:
+        """A chunk of general text for the distillation term (any corpus chunk)."""
+        return self.sample(-(10 ** 9) - index, 1)["target"]
+
 
 class Objective(nn.Module):
     """The unit DDP wraps: forward runs one objective and returns (loss, deltas to commit)."""
@@ -129,11 +138,18 @@ class Objective(nn.Module):
     def forward(self, plan: dict, generator: torch.Generator):
         m = self.model
         if plan["kind"] == "forgetting":
-            return objectives.mitigating_forgetting(m, plan["target"])
-        if len(plan["contexts"]) == 1:
-            return objectives.new_knowledge_incorporation(m, plan["contexts"][0], plan["target"],
-                                                          plan["through_write"], generator)
-        return objectives.continuous_contexts_understanding(m, plan["contexts"], plan["target"], generator)
+            loss, deltas = objectives.mitigating_forgetting(m, plan["target"])
+        elif len(plan["contexts"]) == 1:
+            loss, deltas = objectives.new_knowledge_incorporation(m, plan["contexts"][0], plan["target"],
+                                                                  plan["through_write"], generator)
+        else:
+            loss, deltas = objectives.continuous_contexts_understanding(m, plan["contexts"], plan["target"],
+                                                                        generator)
+        if plan.get("kl_ids") is not None:   # inside the DDP-wrapped forward so its gradient is synced too
+            kl = objectives.base_distillation(m, plan["kl_ids"], plan["kl_use_memory"])
+            plan["kl"] = kl.item()
+            loss = loss + plan["kl_weight"] * kl
+        return loss, deltas
 
 
 def trainable_state(model: MemoryLLM) -> dict:
@@ -233,6 +249,8 @@ class Trainer:
         self.state = dict(blob["state"], cached=blob["cached"])
         self.rng.setstate(blob["rng"])
         self.gen.set_state(blob["gen"])
+        for g in self.opt.param_groups:      # the config's learning rate wins over the one saved in the optimizer
+            g["lr"] = self.cfg.lr
         log = self.out / "log.jsonl"       # steps logged after the checkpoint are redone: drop their lines
         if self.acc.is_main_process and log.exists():
             lines = [l for l in log.read_text().splitlines() if l and json.loads(l)["step"] <= self.state["step"]]
@@ -256,11 +274,15 @@ class Trainer:
         k = self.rng.randint(1, num_contexts(st["step"], cfg))
         index = st["micro"] * self.acc.num_processes + self.acc.process_index
         st["micro"] += 1
+        extra = {}
+        if cfg.kl_weight:
+            extra = {"kl_ids": self._tensor(self.samples.regularizer(index)), "kl_weight": cfg.kl_weight,
+                     "kl_use_memory": self.rng.random() < cfg.kl_memory}
         if indicator == 1:
-            return {"kind": "forgetting", "target": st["cached"].to(self.acc.device), "indicator": 1}
+            return {"kind": "forgetting", "target": st["cached"].to(self.acc.device), "indicator": 1, **extra}
         s = self.samples.sample(index, k)
         return {"kind": s["kind"], "contexts": [self._tensor(c) for c in s["contexts"]],
-                "target": self._tensor(s["target"]), "through_write": through_write, "indicator": 0}
+                "target": self._tensor(s["target"]), "through_write": through_write, "indicator": 0, **extra}
 
     def commit(self, deltas: list[torch.Tensor]) -> None:
         """Write this step's deltas into the pool; under DDP every rank writes all ranks' deltas in rank order."""
@@ -286,12 +308,17 @@ class Trainer:
         examples, distractors = heldout_retention_set(self.cfg.eval_examples, n_distractors=10, seed=1)
         self.model.eval()
         rows = run_retention(self.model, self.tok, examples, distractors, self.cfg.eval_updates, progress=False)
-        self.model.train()
         out = {}
         for r in rows:
             key = "borderline" if r["condition"] == "borderline" else f"acc_step{r['step']}"
             out.setdefault(key, []).append(r["hit"])
-        return {k: sum(v) / len(v) for k, v in out.items()}
+        out = {k: sum(v) / len(v) for k, v in out.items()}
+        if isinstance(self.samples, DefaultSamples) and self.samples.generic_heldout:
+            from ..eval.lm import perplexity   # the general-ability check, on 10 held-out generic documents
+            out["ppl_no_memory"] = perplexity(self.model, self.tok, self.samples.generic_heldout[:10],
+                                              use_memory=False, max_tokens=256)
+        self.model.train()
+        return out
 
     # ---------------------------------------------------------------- the loop
     def train(self) -> dict:
@@ -339,7 +366,7 @@ class Trainer:
                          ("new_knowledge_" + ("write_grad" if plan["through_write"] else "full_pool")) if k == 1
                          else f"continuous_{k}")
             rec = {"step": st["step"], "objective": objective, "kind": plan["kind"], "loss": loss.item(),
-                   "loss_nomem": nomem, "sec": round(time.time() - t0, 3),
+                   "loss_nomem": nomem, "kl": plan.get("kl"), "sec": round(time.time() - t0, 3),
                    "target_tokens": int(plan["target"].shape[1]),
                    "tokens": int(plan["target"].shape[1]) + sum(int(c.shape[1]) for c in plan.get("contexts", []))}
             if log:
@@ -372,7 +399,13 @@ def parse_overrides(items: list[str]) -> dict:
         else:
             val = items[i + 1]
             i += 2
-        out[key] = yaml.safe_load(val)
+        val = yaml.safe_load(val)
+        if isinstance(val, str):      # YAML 1.1 reads "5e-4" as a string
+            try:
+                val = float(val)
+            except ValueError:
+                pass
+        out[key] = val
     return out
 
 

@@ -4,6 +4,7 @@ official-implementation.md §3.3): the pool is never trained by gradient."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def sample_pool_rows(model, keep: int, generator: torch.Generator) -> torch.Tensor:
@@ -56,3 +57,13 @@ def mitigating_forgetting(model, cached_target):
     current pool; writes nothing."""
     loss = model(cached_target, labels=cached_target).loss
     return loss, []
+
+
+def base_distillation(model, ids, use_memory: bool) -> torch.Tensor:
+    """Our addition (TrainConfig.kl_weight): KL(p_base || p_φ) per token on general text, the teacher being the
+    backbone without LoRA and without memory. Training on memory-conditioned fact documents otherwise drifts φ's
+    plain language modelling (+60% perplexity on held-out generic text after 1000 steps of the small preset)."""
+    with torch.no_grad(), model.adapters_disabled():
+        teacher = model(ids, use_memory=False).logits.float().log_softmax(-1)
+    student = model(ids, use_memory=use_memory).logits.float().log_softmax(-1)
+    return F.kl_div(student.flatten(0, 1), teacher.flatten(0, 1), log_target=True, reduction="batchmean")
