@@ -17,6 +17,7 @@ model = "default"
 counterfact = "data/editing/counterfact_bundled.json"
 zsre = "data/editing/zsre_bundled.json"
 num_records = 60              # per dataset (None = all)
+sample_seed = 0               # random sample of num_records; null = the first num_records (ROME's convention)
 methods = ["backbone", "MemoryLLM", "FT", "FT-L", "ROME", "IKE", "MemoryLLM (w/ EF)"]
 rome_layer = 5
 device = "cpu"
@@ -28,15 +29,16 @@ table_name = "table1_editing"
 import time
 
 from memoryllm_repro.checkpoints import load_model
-from memoryllm_repro.data.editing import load_counterfact, load_zsre
+from memoryllm_repro.data.editing import load_counterfact, load_zsre, subsample
 from memoryllm_repro.editors import FT, FTL, IKE, ROME, MemoryEdit, NoEdit, OnBackbone
 from memoryllm_repro.eval.editing import PAPER_TABLE1, run_table1, summarize_table1
 from memoryllm_repro.results import REPO, results_dir, write_run
 
 t0 = time.time()
 net, tok, description = load_model(model, device=device, dtype=dtype)
-cf = load_counterfact(REPO / counterfact if not str(counterfact).startswith("/") else counterfact)[:num_records]
-zs = load_zsre(REPO / zsre if not str(zsre).startswith("/") else zsre)[:num_records]
+cf = subsample(load_counterfact(REPO / counterfact if not str(counterfact).startswith("/") else counterfact),
+              num_records, sample_seed)
+zs = subsample(load_zsre(REPO / zsre if not str(zsre).startswith("/") else zsre), num_records, sample_seed)
 editors = {"backbone": NoEdit(use_memory=False, adapters=False), "MemoryLLM": NoEdit(use_memory=True),
            "FT": OnBackbone(FT()), "FT-L": OnBackbone(FTL()), "ROME": OnBackbone(ROME(layer=rome_layer)),
            "IKE": OnBackbone(IKE(cf)), "MemoryLLM (w/ EF)": MemoryEdit()}
@@ -47,7 +49,8 @@ records = records[~((records.dataset == "zsre") & (records.method == "IKE"))]   
 wall = time.time() - t0
 out = results_dir("table1_editing", results)
 write_run(out, records.to_dict("records"), dict(model=model, counterfact=counterfact, zsre=zsre,
-                                                 num_records=num_records, methods=methods, rome_layer=rome_layer),
+                                                 num_records=num_records, sample_seed=sample_seed, methods=methods,
+                                                 rome_layer=rome_layer),
           extra={"model_description": description, "wall_seconds": round(wall, 1)})
 table = summarize_table1(records)
 table.to_csv(out / "table1.csv", index=False)

@@ -22,6 +22,12 @@ def test_bundled_records_in_rome_formats(tmp_path):
     (tmp_path / "zsre_mend_eval.json").write_text(json.dumps(z[:2]))
     back = ed.load_zsre(tmp_path / "zsre_mend_eval.json")
     assert back[0]["loc"] == "who wrote hamlet?" and back[1]["alt"] == z[1]["alt"]
+    hamlet = next(x for x in ed.bundled_zsre() if x["subject"] == "Hamlet")
+    assert hamlet["answers"] == ["William Shakespeare"] and hamlet["alt"] != "William Shakespeare"
+    assert all(r["loc_ans"] and r["alt"] not in r["answers"] for r in ed.bundled_zsre())
+    picked = ed.subsample(cf, 20, seed=0)
+    assert len(picked) == 20 and picked == ed.subsample(cf, 20, seed=0) and picked != cf[:20]
+    assert ed.subsample(cf, 20, seed=None) == cf[:20] and ed.subsample(cf, None) == cf
 
 
 def test_table_row_harmonic_mean():

@@ -72,3 +72,12 @@ def test_bundled_long_context_set():
             assert len(tok(ex["context"], add_special_tokens=False).input_ids) >= 1200
             assert not any(name in ex["context"] for name in train)
             assert lb.build_prompt(TEMPLATE[kind], ex).endswith(ex["input"] + "\nAnswer:")
+
+
+def test_attention_state_is_counted_by_hand():
+    from memoryllm_repro import MemoryLLM
+    m = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)   # 2 layers, 2 kv heads of 16, fp32
+    kv_row = 2 * 2 * 2 * 16 * 4                                                  # keys + values, per token
+    assert lb.attention_state_mb(m, 100, with_pool=False) * 2 ** 20 == 100 * kv_row
+    pool = 2 * 64 * 64 * 4                                                       # L x N x d fp32
+    assert lb.attention_state_mb(m, 100, with_pool=True) * 2 ** 20 == 100 * kv_row + pool + 65 * kv_row

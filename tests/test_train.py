@@ -211,3 +211,13 @@ def test_command_line_overrides_parse_numbers():
     from memoryllm_repro.train.loop import parse_overrides
     assert parse_overrides(["--lr", "5e-4", "--steps=10", "--kl_weight", "1", "--out_dir", "runs/x"]) == \
         {"lr": 5e-4, "steps": 10, "kl_weight": 1, "out_dir": "runs/x"}
+
+
+def test_second_stage_starts_from_another_runs_checkpoint(tmp_path):
+    make_trainer(tmp_path / "one", steps=2).train()
+    two = make_trainer(tmp_path / "two", steps=4, init_from=str(tmp_path / "one" / "checkpoints" / "step-0000002"),
+                       kl_weight=0.5)
+    two.train()
+    assert [json.loads(l)["step"] for l in (tmp_path / "two" / "log.jsonl").open()] == [3, 4]
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        make_trainer(tmp_path / "three", steps=4, init_from=str(tmp_path)).train()

@@ -50,6 +50,45 @@ CAPITAL = {"France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Ma
            "Norway": "Oslo", "Ireland": "Dublin", "Kenya": "Nairobi", "Thailand": "Bangkok", "Turkey": "Ankara",
            "Argentina": "Buenos Aires", "Mexico": "Mexico City", "India": "New Delhi", "Brazil": "Brasilia",
            "South Korea": "Seoul", "England": "London", "Peru": "Lima", "Chile": "Santiago", "Cuba": "Havana"}
+CAPITAL_OF = {city: [country] for country, city in CAPITAL.items()}
+CONTINENT = {
+    "Europe": ["France", "Germany", "Italy", "Spain", "Poland", "Sweden", "Norway", "Greece", "Portugal", "Austria",
+               "Ireland", "Belgium", "Switzerland", "Finland", "Denmark", "Hungary"],
+    "Asia": ["Japan", "China", "India", "Thailand", "Vietnam", "South Korea", "Indonesia", "Pakistan", "Nepal",
+             "Mongolia"],
+    "Africa": ["Egypt", "Kenya", "Nigeria", "Ethiopia", "Morocco", "Ghana", "South Africa", "Tanzania"],
+    "South America": ["Brazil", "Argentina", "Peru", "Chile", "Colombia", "Venezuela", "Bolivia"],
+    "North America": ["Canada", "Mexico", "the United States", "Cuba", "Guatemala"],
+}
+CURRENCY = {"euro": ["France", "Germany", "Italy", "Spain", "Portugal", "Greece", "Austria", "Ireland", "Finland"],
+            "yen": ["Japan"], "rupee": ["India", "Pakistan"], "ruble": ["Russia"], "peso": ["Mexico", "Argentina"],
+            "pound sterling": ["the United Kingdom"], "yuan": ["China"], "won": ["South Korea"],
+            "krona": ["Sweden"], "real": ["Brazil"], "franc": ["Switzerland"], "zloty": ["Poland"]}
+AUTHOR = {"William Shakespeare": ["Hamlet", "Macbeth", "Romeo and Juliet", "Othello", "King Lear"],
+          "J. K. Rowling": ["Harry Potter and the Philosopher's Stone", "Harry Potter and the Chamber of Secrets"],
+          "George Orwell": ["Nineteen Eighty-Four", "Animal Farm"], "Leo Tolstoy": ["War and Peace",
+          "Anna Karenina"], "Jane Austen": ["Pride and Prejudice", "Sense and Sensibility", "Emma"],
+          "Charles Dickens": ["Oliver Twist", "A Tale of Two Cities", "Great Expectations", "David Copperfield"],
+          "Mark Twain": ["The Adventures of Tom Sawyer", "Adventures of Huckleberry Finn"],
+          "J. R. R. Tolkien": ["The Lord of the Rings", "The Hobbit"], "Homer": ["the Iliad", "the Odyssey"],
+          "Miguel de Cervantes": ["Don Quixote"], "Herman Melville": ["Moby-Dick"],
+          "Fyodor Dostoevsky": ["Crime and Punishment", "The Brothers Karamazov"],
+          "F. Scott Fitzgerald": ["The Great Gatsby"], "Harper Lee": ["To Kill a Mockingbird"],
+          "Mary Shelley": ["Frankenstein"], "Bram Stoker": ["Dracula"]}
+SPORT = {"basketball": ["Michael Jordan", "LeBron James", "Kobe Bryant", "Stephen Curry", "Shaquille O'Neal"],
+         "soccer": ["Lionel Messi", "Cristiano Ronaldo", "Pele", "Neymar", "Zinedine Zidane", "David Beckham"],
+         "tennis": ["Roger Federer", "Serena Williams", "Rafael Nadal", "Novak Djokovic", "Andy Murray"],
+         "golf": ["Tiger Woods", "Jack Nicklaus"], "baseball": ["Babe Ruth", "Derek Jeter"],
+         "boxing": ["Muhammad Ali", "Mike Tyson"], "ice hockey": ["Wayne Gretzky"]}
+MAKER = {"Apple": ["the iPhone", "the iPad", "the MacBook"], "Microsoft": ["Windows", "the Xbox", "Microsoft Word"],
+         "Sony": ["the PlayStation", "the Walkman"], "Nintendo": ["the Nintendo Switch", "the Game Boy"],
+         "Toyota": ["the Toyota Corolla", "the Prius", "the Camry"], "Boeing": ["the Boeing 747", "the Boeing 737"],
+         "Google": ["Android", "Google Chrome"], "Samsung": ["the Galaxy S"], "Ford": ["the Mustang", "the Model T"],
+         "Tesla": ["the Model S", "the Model 3"]}
+PAINTER = {"Leonardo da Vinci": ["the Mona Lisa", "The Last Supper"], "Vincent van Gogh": ["The Starry Night",
+           "Sunflowers"], "Pablo Picasso": ["Guernica"], "Edvard Munch": ["The Scream"],
+           "Michelangelo": ["the ceiling of the Sistine Chapel"], "Johannes Vermeer": ["Girl with a Pearl Earring"],
+           "Sandro Botticelli": ["The Birth of Venus"], "Salvador Dali": ["The Persistence of Memory"]}
 
 RELATIONS = {   # relation: (table as object -> subjects, prompt, paraphrase templates)
     "P17": (CITY_COUNTRY, "{} is located in the country of", ["The city of {} is in the country of",
@@ -58,6 +97,27 @@ RELATIONS = {   # relation: (table as object -> subjects, prompt, paraphrase tem
                                                          "People in {} officially speak"]),
     "P131": (LANDMARK_CITY, "{} is located in the city of", ["You can find {} in the city of",
                                                              "{} stands in the city of"]),
+    "P36": (CAPITAL_OF, "The capital of {} is", ["The capital city of {} is", "{} has its capital in"]),
+    "P30": (CONTINENT, "{} is located on the continent of", ["{} is a country in", "The country of {} lies in"]),
+    "P38": (CURRENCY, "The currency of {} is the", ["In {}, people pay with the", "The official currency of {} is "
+                                                                                  "the"]),
+    "P50": (AUTHOR, "{} was written by", ["The author of {} is", "{} is a book by"]),
+    "P641": (SPORT, "{} professionally plays the sport of", ["{} is famous for playing",
+                                                             "The sport {} is known for is"]),
+    "P176": (MAKER, "{} is produced by", ["{} is made by the company", "The company behind {} is"]),
+    "P170": (PAINTER, "{} was painted by", ["The painter of {} is", "{} is a painting by"]),
+}
+QUESTIONS = {   # relation: (question, rephrased question), for the zsRE-style set
+    "P17": ("Which country is {} in?", "In which country is the city of {}?"),
+    "P37": ("What is the official language of {}?", "Which language is official in {}?"),
+    "P131": ("In which city is {}?", "Which city is home to {}?"),
+    "P36": ("What is the capital of {}?", "Which city is the capital of {}?"),
+    "P30": ("On which continent is {}?", "Which continent is {} part of?"),
+    "P38": ("What is the currency of {}?", "Which currency is used in {}?"),
+    "P50": ("Who wrote {}?", "Who is the author of {}?"),
+    "P641": ("Which sport does {} play?", "What sport is {} known for?"),
+    "P176": ("Which company makes {}?", "Who produces {}?"),
+    "P170": ("Who painted {}?", "Which artist painted {}?"),
 }
 
 
@@ -81,17 +141,26 @@ def bundled_counterfact(seed: int = 0) -> list[dict]:
 
 
 def bundled_zsre(seed: int = 0) -> list[dict]:
-    """zsRE-format records (src question, alt answer, rephrase, loc question and answer) about capitals."""
+    """zsRE-format records (src question, alt answer, rephrase, loc question and answer) from the same tables."""
     rng = random.Random(f"zsre-{seed}")
-    countries = list(CAPITAL)
+    facts = [(rid, s, obj) for rid, (table, _, _) in RELATIONS.items() for obj, subs in table.items() for s in subs]
     out = []
-    for c in countries:
-        new = rng.choice([CAPITAL[o] for o in countries if CAPITAL[o] != CAPITAL[c]])
-        other = rng.choice([o for o in countries if o != c])
-        out.append({"subject": c, "src": f"What is the capital of {c}?", "answers": [CAPITAL[c]], "alt": new,
-                    "rephrase": f"Which city is the capital of {c}?", "loc": f"What is the capital of {other}?",
-                    "loc_ans": CAPITAL[other]})
+    for rid, s, obj in facts:
+        table = RELATIONS[rid][0]
+        q, rephrase = QUESTIONS[rid]
+        o_rid, o_s, o_obj = rng.choice([f for f in facts if f[1] != s])
+        out.append({"subject": s, "src": q.format(s), "answers": [obj], "rephrase": rephrase.format(s),
+                    "alt": rng.choice([o for o in table if o != obj]), "loc": QUESTIONS[o_rid][0].format(o_s),
+                    "loc_ans": o_obj})
     return out
+
+
+def subsample(records: list[dict], n: int | None, seed: int | None = 0) -> list[dict]:
+    """n records: a seeded random sample (the bundled sets are ordered by relation), or the first n with
+    seed=None (ROME's convention for the real files)."""
+    if n is None or n >= len(records):
+        return list(records)
+    return records[:n] if seed is None else random.Random(seed).sample(records, n)
 
 
 def _load_json(source, split="train"):

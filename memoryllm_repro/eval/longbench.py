@@ -122,9 +122,23 @@ def _generate(model, ids, max_gen, use_memory):
     return out[0, t.shape[1]:].tolist()
 
 
+def attention_state_mb(model, tokens: int, with_pool: bool) -> float:
+    """What attention keeps while answering, in MB: the key/value cache of `tokens` tokens, plus, for MemoryLLM,
+    the pool θ and its cached keys/values (N + 1 rows per layer). An exact count, not a measurement."""
+    c = model.base.config
+    el = next(model.base.parameters()).element_size()
+    head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    kv_row = 2 * c.num_hidden_layers * c.num_key_value_heads * head * el
+    total = tokens * kv_row
+    if with_pool:
+        total += model.memory.numel() * model.memory.element_size() + (model.N + 1) * kv_row
+    return total / 2 ** 20
+
+
 def predict_memoryllm(model, tok, example: dict, template: str, max_length: int, chunk: int,
-                      side: str = "left", min_chunk: int = 16) -> str:
-    """Write all but the last chunk of the (truncated) prompt into memory, answer from the last one."""
+                      side: str = "left", min_chunk: int = 16, info: dict | None = None) -> str:
+    """Write all but the last chunk of the (truncated) prompt into memory, answer from the last one. `info`, if
+    given, receives the attention state size (attention_state_mb)."""
     max_gen = config()["max_new_tokens"][template]
     ids = truncate(tok(build_prompt(template, example), add_special_tokens=False).input_ids, max_length - max_gen,
                    side)
@@ -134,10 +148,13 @@ def predict_memoryllm(model, tok, example: dict, template: str, max_length: int,
             if len(c) >= min_chunk:      # the authors' earliest remainder can be a few tokens: skip those
                 model.inject_memory(torch.tensor([c], device=model.device))
         out = _generate(model, prompt, max_gen, True)
+    if info is not None:
+        info["state_mb"] = attention_state_mb(model, len(prompt) + len(out), with_pool=True)
     return tok.decode(out, skip_special_tokens=True)
 
 
-def predict_backbone(model, tok, example: dict, template: str, max_length: int, side: str = "middle") -> str:
+def predict_backbone(model, tok, example: dict, template: str, max_length: int, side: str = "middle",
+                     info: dict | None = None) -> str:
     """The plain backbone (adapters off, no memory) with the prompt truncated to `max_length` tokens."""
     max_gen = config()["max_new_tokens"][template]
     ids = truncate(tok(build_prompt(template, example), add_special_tokens=False).input_ids, max_length - max_gen,
@@ -145,6 +162,8 @@ def predict_backbone(model, tok, example: dict, template: str, max_length: int, 
     from .retention import base_only
     with base_only(model):
         out = _generate(model, ids, max_gen, False)
+    if info is not None:
+        info["state_mb"] = attention_state_mb(model, len(ids) + len(out), with_pool=False)
     return tok.decode(out, skip_special_tokens=True)
 
 
@@ -190,22 +209,23 @@ def run_longbench(model, tok, tasks, lengths, n: int, chunk: int, window: int, f
     for task, L, method in tqdm(jobs, desc="longbench", disable=not progress):
         data, template = examples[task]
         for ex in data:
-            t0 = time.perf_counter()
+            t0, info = time.perf_counter(), {}
             if method == "memoryllm":
-                pred = predict_memoryllm(model, tok, ex, template, L, chunk, side)
+                pred = predict_memoryllm(model, tok, ex, template, L, chunk, side, info=info)
             elif method == "memoryllm_bm25":   # Table 2: BM25 picks a quarter of the length, MemoryLLM reads it
-                pred = predict_memoryllm(model, tok, bm25_context(tok, ex, L // 4), template, L, chunk, side)
+                pred = predict_memoryllm(model, tok, bm25_context(tok, ex, L // 4), template, L, chunk, side,
+                                         info=info)
             elif method == "backbone_window":
-                pred = predict_backbone(model, tok, ex, template, min(L, window), "middle")
+                pred = predict_backbone(model, tok, ex, template, min(L, window), "middle", info=info)
             elif method == "backbone_full":
-                pred = predict_backbone(model, tok, ex, template, min(L, full_max), "middle")
+                pred = predict_backbone(model, tok, ex, template, min(L, full_max), "middle", info=info)
             else:
                 raise ValueError(f"unknown method {method!r}")
             rows.append({"task": task, "max_length": L, "method": method, "id": ex["_id"], "pred": pred,
                          "answers": json.dumps(ex["answers"]),
                          "f1": example_score(template, pred, ex["answers"]),
                          "f1_first_line": example_score(template, pred, ex["answers"], cut_first_line=True),
-                         "seconds": time.perf_counter() - t0})
+                         "seconds": time.perf_counter() - t0, "state_mb": info["state_mb"]})
     return pd.DataFrame(rows)
 
 
@@ -213,4 +233,4 @@ def summarize_longbench(df):
     """LongBench dataset scores (100 x mean F1, 2 decimals) per task, length and method."""
     g = df.groupby(["task", "max_length", "method"])
     return g.agg(f1=("f1", lambda s: dataset_score(s)), f1_first_line=("f1_first_line", lambda s: dataset_score(s)),
-                 n=("f1", "size"), seconds=("seconds", "mean")).reset_index()
+                 n=("f1", "size"), seconds=("seconds", "mean"), state_mb=("state_mb", "mean")).reset_index()

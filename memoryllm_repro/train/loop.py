@@ -48,6 +48,7 @@ class TrainConfig:
     rope_factor: float | None = None    # linear RoPE scaling of the backbone (full preset: 2.0 as the authors)
     memory_layers: list | None = None   # None = all layers; e.g. the last half for the §4.7.2 ablation
     out_dir: str = "runs/small"
+    init_from: str | None = None        # a checkpoint folder of another run to continue from (a second stage)
     steps: int = 3000                   # optimizer steps
     grad_accum: int = 1                 # micro-batches (documents) per optimizer step
     lr: float = 1e-3                    # AdamW, constant (the authors used no schedule)
@@ -240,6 +241,17 @@ class Trainer:
 
     def resume(self) -> bool:
         ckpts = self.checkpoints()
+        if not ckpts and self.cfg.init_from:   # a new stage starts from another run's checkpoint (copied)
+            src = Path(self.cfg.init_from)
+            if not (src / "trainer.pt").is_file():
+                raise FileNotFoundError(f"init_from={src} is not a training checkpoint (no trainer.pt)")
+            if self.acc.is_main_process:
+                tmp = self.out / "checkpoints" / (src.name + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(src, tmp)
+                os.replace(tmp, tmp.with_name(src.name))
+            self.acc.wait_for_everyone()
+            ckpts = self.checkpoints()
         if not ckpts:
             return False
         ck = ckpts[-1]
