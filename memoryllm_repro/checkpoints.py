@@ -28,6 +28,7 @@ def load_training_checkpoint(ckpt: Path, dtype=torch.float32) -> MemoryLLM:
     from safetensors.torch import load_file
 
     from .train.loop import TrainConfig, build_model
+    ckpt = Path(ckpt)
     cfg = TrainConfig(**json.loads((ckpt / "config.json").read_text()))
     cfg.dtype = str(dtype).replace("torch.", "")
     model = build_model(cfg)
