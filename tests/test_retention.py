@@ -105,5 +105,10 @@ def test_batched_memories_match_one_by_one(tok):
     assert sorted(map(key, one)) == sorted(map(key, many))
     assert {key(r): r["pred"] for r in one} == {key(r): r["pred"] for r in many}
     assert torch.equal(model.memory, pool) and model.num_memories == 1
+    model.reset_memory()   # an empty pool: every copy's first write tiles
+    one = run_retention(model, tok, examples[:3], distractors, 2, progress=False)
+    many = run_retention(model, tok, examples[:3], distractors, 2, progress=False, batch_size=3)
+    assert {key(r): r["pred"] for r in one} == {key(r): r["pred"] for r in many}
+    assert not model.initialized and model.num_memories == 1
     with pytest.raises(ValueError, match="carry_over"):
         run_retention(model, tok, examples, distractors, 1, carry_over=True, batch_size=2, progress=False)

@@ -64,6 +64,7 @@ def answers(model, tok, prompts: list[str], max_new_tokens: int = 10, use_memory
     return [tok.decode(o[ids.shape[1]:], skip_special_tokens=True) for o in out]
 
 
+@torch.no_grad()
 def run_retention(model, tok, examples: list[QAExample], distractors: list[str], num_updates: int,
                   carry_over: bool = False, max_new_tokens: int = 10, borderline: bool = True,
                   in_prompt: bool = False, progress: bool = True, batch_size: int = 1) -> list[dict]:
@@ -98,7 +99,9 @@ def _retention_group(model, tok, group, distractors, num_updates, max_new_tokens
         rows.extend(dict(id=ex.id, condition=condition, step=step, hit=hit(p, ex.answer), pred=p)
                     for ex, p in zip(group, preds))
 
-    if B > 1:
+    if B > 1:   # contexts differ in length: encode each against the (still shared) pool, commit them later
+        deltas = [model.inject_memory(_ids(tok, context_text(ex)).to(model.device), update_memory=False)
+                  for ex in group]
         model.expand_memories(B)
     if borderline:
         record("borderline", 0, answers(model, tok, qs, max_new_tokens))
@@ -109,11 +112,7 @@ def _retention_group(model, tok, group, distractors, num_updates, max_new_tokens
             record("base_context_in_prompt", 0, answers(model, tok, prompts, max_new_tokens, use_memory=False))
     if B == 1:
         model.inject_memory(_ids(tok, context_text(group[0])).to(model.device))
-    else:   # contexts differ in length: encode each against its own memory, then commit all at once
-        last = model.memory[:, :, -model.K:] if model.initialized else [None] * B
-        deltas = [model.inject_memory(_ids(tok, context_text(ex)).to(model.device), update_memory=False,
-                                      memory_rows=None if last[b] is None else last[b:b + 1])
-                  for b, ex in enumerate(group)]
+    else:
         model.write_memory(torch.cat(deltas))
     for step in range(1, num_updates + 2):
         record("memory", step, answers(model, tok, qs, max_new_tokens))
