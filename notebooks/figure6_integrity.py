@@ -17,8 +17,8 @@
 model = "default"
 dataset = "bundled"
 num_examples = 200           # contexts in the stream (one pass = this many updates)
-updates = 600                # the CPU default (wall time in the README)
-window = 150                 # running-accuracy window (paper: 2,250 SQuAD / 1,004 NQ)
+updates = 300                # the CPU default (wall time in the README)
+window = 100                 # running-accuracy window (paper: 2,250 SQuAD / 1,004 NQ)
 ema_decay = 0.99             # paper: 0.9999 over 650k updates
 checkpoint_every = 100
 health_every = 25

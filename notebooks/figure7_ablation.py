@@ -16,9 +16,9 @@
 
 # %% tags=["parameters"]
 configs = ["k32_n10", "k64_n10", "k64_n20", "k64_n30", "k64_n10_input"]   # + "k64_n10_lasthalf" once trained
-num_examples = 30
-num_updates = 15
-batch_size = 8                # examples evaluated at once (independent pool copies)
+num_examples = 16
+num_updates = 12
+batch_size = 16               # examples evaluated at once (independent pool copies)
 fallback_steps = 3            # tiny training run for a configuration that has no checkpoint
 use_checkpoints = True        # False: always the tiny stand-ins (CI)
 results = None
