@@ -155,6 +155,14 @@ def bundled_zsre(seed: int = 0) -> list[dict]:
     return out
 
 
+def edit_fields(record: dict) -> tuple[str, str, str]:
+    """(prompt with the subject filled in, true target, new target) of a CounterFact or zsRE record."""
+    if "requested_rewrite" in record:
+        rw = record["requested_rewrite"]
+        return rw["prompt"].format(rw["subject"]), rw["target_true"]["str"], rw["target_new"]["str"]
+    return record["src"], record["answers"][0], record["alt"]
+
+
 def subsample(records: list[dict], n: int | None, seed: int | None = 0) -> list[dict]:
     """n records: a seeded random sample (the bundled sets are ordered by relation), or the first n with
     seed=None (ROME's convention for the real files)."""
@@ -199,11 +207,7 @@ def filter_known(model, tok, records: list[dict]) -> list[dict]:
     from ..eval.editing import target_logprob
     keep = []
     for r in records:
-        if "requested_rewrite" in r:
-            rw = r["requested_rewrite"]
-            prompt, true, new = rw["prompt"].format(rw["subject"]), rw["target_true"]["str"], rw["target_new"]["str"]
-        else:
-            prompt, true, new = r["src"], r["answers"][0], r["alt"]
+        prompt, true, new = edit_fields(r)
         if target_logprob(model, tok, prompt, true, use_memory=False) > target_logprob(model, tok, prompt, new,
                                                                                        use_memory=False):
             keep.append(r)

@@ -11,7 +11,6 @@ __all__ = ["NoEdit", "MemoryEdit", "OnBackbone", "FT", "FTL", "IKE", "ROME"]
 
 def edit_text(record: dict) -> tuple[str, str]:
     """(prompt, new target) of a CounterFact or zsRE record."""
-    if "requested_rewrite" in record:
-        rw = record["requested_rewrite"]
-        return rw["prompt"].format(rw["subject"]), rw["target_new"]["str"]
-    return record["src"], record["alt"]
+    from ..data.editing import edit_fields
+    prompt, _, new = edit_fields(record)
+    return prompt, new

@@ -24,9 +24,10 @@ def only_grad(model, params):
                 p.grad = None
 
 
-def _weight(model, layer: int):
+def down_proj(model, layer: int):
+    """The MLP down-projection of `layer` (LoRA-wrapped: its frozen base layer, the weight editors change)."""
     proj = model.layers[layer].mlp.down_proj
-    return getattr(proj, "base_layer", proj).weight      # LoRA-wrapped: edit the frozen base weight
+    return getattr(proj, "base_layer", proj)
 
 
 class FT:
@@ -43,7 +44,7 @@ class FT:
         t = tok(" " + new, add_special_tokens=False).input_ids
         ids = torch.tensor([p + t], device=model.device)
         labels = torch.tensor([[-100] * len(p) + t], device=model.device)
-        weights = [_weight(model, l % model.L) for l in self.layers]
+        weights = [down_proj(model, l % model.L).weight for l in self.layers]
         originals = [w.detach().clone() for w in weights]
         try:
             with only_grad(model, weights):

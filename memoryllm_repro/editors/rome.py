@@ -18,15 +18,10 @@ import hashlib
 import torch
 
 from ..backbones import cache_root
-from .ft import _weight, only_grad
+from .ft import down_proj, only_grad
 
 PREFIXES = ["", "The following is true. ", "I read this today. ", "Here is a fact. ", "In short, ",
             "According to the article, "]
-
-
-def _down(model, layer):
-    proj = model.layers[layer].mlp.down_proj
-    return getattr(proj, "base_layer", proj)
 
 
 def _subject_index(tok, text: str, subject: str) -> int:
@@ -38,7 +33,7 @@ def _subject_index(tok, text: str, subject: str) -> int:
 def key_covariance(model, tok, layer: int, num_docs: int = 200, max_tokens: int = 256) -> torch.Tensor:
     """C = E[k k^T] of the down-projection inputs of `layer` over held-in generic text, cached on disk."""
     from ..data.corpus import GENERIC_HOLDOUT, generic_texts
-    W = _weight(model, layer)
+    W = down_proj(model, layer).weight
     tag = hashlib.sha256(f"{model.base.config.to_json_string()}-{W.float().sum().item():.6e}".encode()).hexdigest()
     path = cache_root() / "rome_stats" / f"{tag[:16]}-layer{layer}-{num_docs}.pt"
     if path.is_file():
@@ -52,7 +47,7 @@ def key_covariance(model, tok, layer: int, num_docs: int = 200, max_tokens: int 
         k = inp[0][0].double()
         acc += k.T @ k
         n += k.shape[0]
-    h = _down(model, layer).register_forward_pre_hook(grab)
+    h = down_proj(model, layer).register_forward_pre_hook(grab)
     try:
         for t in texts:
             ids = tok(t, add_special_tokens=False).input_ids[:max_tokens]
@@ -74,7 +69,7 @@ class ROME:
 
     def _key_and_value(self, model, tok, prompt, subject, layer):
         keys, values = [], []
-        down = _down(model, layer)
+        down = down_proj(model, layer)
 
         def grab(mod, inp, out):
             keys.append(inp[0][0, self._pos].detach())
@@ -100,7 +95,7 @@ class ROME:
             subject = record.get("subject") or record["src"]
         prompt, new = edit_text(record)
         layer = self.layer % model.L
-        W = _weight(model, layer)
+        W = down_proj(model, layer).weight
         original = W.detach().clone()
         try:
             k_star, v_orig = self._key_and_value(model, tok, prompt, subject, layer)
@@ -117,7 +112,7 @@ class ROME:
 
     def _optimize_value(self, model, tok, prompt, subject, new, layer, v_orig):
         """v* = v + δ with δ trained so that the edited prompts produce `new` (ROME's compute_v, condensed)."""
-        down = _down(model, layer)
+        down = down_proj(model, layer)
         delta = torch.zeros_like(v_orig, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=self.lr)
         t_ids = tok(" " + new, add_special_tokens=False).input_ids
