@@ -79,7 +79,10 @@ paper = pd.DataFrame([{"method": m, **{f"{ds} {k}": v for ds in PAPER_TABLE1
                                                        PAPER_TABLE1[ds].get(m, (None,) * 4))}}
                       for m in dict.fromkeys([*PAPER_TABLE1["counterfact"], *PAPER_TABLE1["zsre"]])])
 header = (f"{description}; CounterFact n={len(cf)}, zsRE n={len(zs)}; each edit applied to a fresh model")
-(out / f"{table_name}.md").write_text(f"{header}\n\n" + ours.to_markdown(index=False) +
-                                      "\n\nPaper (Llama-2-7B):\n\n" + paper.to_markdown(index=False) + "\n")
-(out / f"{table_name}.tex").write_text(ours.to_latex(index=False, na_rep="--", float_format="%.1f"))
+# the committed copy goes to figures/ (table_name: null keeps everything in the run's results folder)
+dest, stem = (REPO / "figures", table_name) if table_name else (out, "table1_editing")
+ours.to_csv(dest / f"{stem}.csv", index=False)
+(dest / f"{stem}.md").write_text(f"{header}\n\n" + ours.to_markdown(index=False) +
+                                 "\n\nPaper (Llama-2-7B):\n\n" + paper.to_markdown(index=False) + "\n")
+(dest / f"{stem}.tex").write_text(ours.to_latex(index=False, na_rep="--", float_format="%.1f"))
 ours

@@ -43,10 +43,10 @@ class FixedLM:
     """A fake model whose next-token distribution is fixed: token 7 is twice as likely as token 9."""
     device = "cpu"
 
-    def __call__(self, ids, use_memory=True):
-        logits = torch.full((1, ids.shape[1], 12), -10.0)
+    def __call__(self, ids, use_memory=True, logits_to_keep=0):
+        logits = torch.full((*ids.shape, 12), -10.0)
         logits[..., 7], logits[..., 9] = 0.0, -0.6931471805599453
-        return type("O", (), {"logits": logits})()
+        return type("O", (), {"logits": logits[:, -logits_to_keep:]})()
 
 
 class Tok:
@@ -64,6 +64,21 @@ def test_probability_metrics_hand_computed():
     s = em.counterfact_scores(m, tok, rec)
     assert s == {"efficacy": 1.0, "generalization": 1.0, "specificity": 0.0}
     assert em.token_accuracy(m, tok, "q", "A B A") == pytest.approx(2 / 3)
+
+
+def test_batched_scoring_equals_one_by_one():
+    """Prompts and targets of different lengths in one right-padded pass score as they do alone."""
+    from memoryllm_repro import MemoryLLM, load_tokenizer
+    tok = load_tokenizer("smollm2-135m")
+    model = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
+    model.inject_memory(tok("A warm pool, so that the scores read memory too.", return_tensors="pt").input_ids)
+    pairs = [("The capital of France is", "Paris"), ("Q: who wrote Hamlet? A:", "William Shakespeare"),
+             ("x", "a rather long target of many tokens")]
+    for use_memory in (True, False):
+        one = [em.target_logprob(model, tok, p, t, use_memory) for p, t in pairs]
+        assert em.target_logprobs(model, tok, pairs, use_memory) == pytest.approx(one, rel=1e-5, abs=1e-4)
+        one = [em.token_accuracy(model, tok, p, t, use_memory) for p, t in pairs]
+        assert em.token_accuracies(model, tok, pairs, use_memory) == one
 
 
 def test_editors_change_preference_and_restore():

@@ -81,3 +81,21 @@ def test_attention_state_is_counted_by_hand():
     assert lb.attention_state_mb(m, 100, with_pool=False) * 2 ** 20 == 100 * kv_row
     pool = 2 * 64 * 64 * 4                                                       # L x N x d fp32
     assert lb.attention_state_mb(m, 100, with_pool=True) * 2 ** 20 == 100 * kv_row + pool + 65 * kv_row
+
+
+def test_backbone_prompt_in_chat_template_within_length(monkeypatch):
+    """The chat template wraps the truncated prompt and its tokens count in the maximum length."""
+    from memoryllm_repro import MemoryLLM, load_tokenizer
+    tok = load_tokenizer("smollm2-135m")
+    pre, post = lb.chat_wrap(tok)
+    assert "<|im_start|>user" in tok.decode(pre) and tok.decode(post).endswith("<|im_start|>assistant\n")
+    m = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
+    seen = []
+    monkeypatch.setattr(lb, "_generate", lambda model, ids, max_gen, use_memory: seen.append(ids) or [])
+    ex = {"context": "word " * 3000, "input": "What?", "answers": ["x"], "_id": "0"}
+    for chat in (True, False):
+        lb.predict_backbone(m, tok, ex, "hotpotqa", 1024, chat=chat)
+    wrapped, bare = seen
+    max_gen = lb.config()["max_new_tokens"]["hotpotqa"]
+    assert len(wrapped) == len(bare) == 1024 - max_gen
+    assert wrapped[:len(pre)] == pre and wrapped[-len(post):] == post and bare[:len(pre)] != pre

@@ -204,12 +204,12 @@ def load_zsre(source) -> list[dict]:
 def filter_known(model, tok, records: list[dict]) -> list[dict]:
     """Keep the records whose true object the unedited backbone prefers to the new one on the edit prompt
     (CounterFact) or the question (zsRE)."""
-    from ..eval.editing import target_logprob
+    from ..eval.editing import target_logprobs
     keep = []
     for r in records:
         prompt, true, new = edit_fields(r)
-        if target_logprob(model, tok, prompt, true, use_memory=False) > target_logprob(model, tok, prompt, new,
-                                                                                       use_memory=False):
+        lp_true, lp_new = target_logprobs(model, tok, [(prompt, true), (prompt, new)], use_memory=False)
+        if lp_true > lp_new:
             keep.append(r)
     return keep
 

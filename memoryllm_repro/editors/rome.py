@@ -7,7 +7,8 @@ k* is the mean key at the subject's last token over a few short prefixes; v* is 
 offset added to the layer's output at that token (target NLL + KL on "<subject> is a" + weight decay, norm
 clamped). C is estimated on the bundled generic text the first time a (backbone, layer) is used and cached under
 `$MEMORYLLM_CACHE/rome_stats/` (not in git). Defaults follow the authors' EditingLlama Llama-2 settings
-(v_num_grad_steps 20, v_lr 0.5, v_weight_decay 0.5, clamp_norm_factor 4, kl_factor 0.0625); the layer is
+(v_num_grad_steps 20, v_lr 0.5, v_weight_decay 0.5, clamp_norm_factor 4, kl_factor 0.0625, and ROME's
+early stop at a loss of 0.05); the layer is
 scaled to depth (Llama-2 used layer 5 of 32; we use 5 of 30 for SmolLM2).
 """
 from __future__ import annotations
@@ -62,29 +63,27 @@ def key_covariance(model, tok, layer: int, num_docs: int = 200, max_tokens: int 
 
 class ROME:
     def __init__(self, layer: int = 5, steps: int = 20, lr: float = 0.5, weight_decay: float = 0.5,
-                 clamp_norm_factor: float = 4.0, kl_factor: float = 0.0625, num_docs: int = 200):
-        self.layer, self.steps, self.lr, self.wd = layer, steps, lr, weight_decay
+                 clamp_norm_factor: float = 4.0, kl_factor: float = 0.0625, num_docs: int = 200,
+                 stop_loss: float = 5e-2):
+        self.layer, self.steps, self.lr, self.wd, self.stop_loss = layer, steps, lr, weight_decay, stop_loss
         self.clamp, self.kl, self.num_docs = clamp_norm_factor, kl_factor, num_docs
         self.scoring = {"use_memory": False}
 
     def _key_and_value(self, model, tok, prompt, subject, layer):
-        keys, values = [], []
-        down = down_proj(model, layer)
+        """Mean key and value at the subject's last token over the prefixed prompts (one batched forward)."""
+        ids, pos = _batch(model, tok, [(pre + prompt, subject, []) for pre in PREFIXES])
+        got = {}
 
         def grab(mod, inp, out):
-            keys.append(inp[0][0, self._pos].detach())
-            values.append(out[0, self._pos].detach())
-        h = down.register_forward_hook(grab)
+            rows = torch.arange(len(pos), device=pos.device)
+            got["k"], got["v"] = inp[0][rows, pos].detach(), out[rows, pos].detach()
+        h = down_proj(model, layer).register_forward_hook(grab)
         try:
             with torch.no_grad():
-                for pre in PREFIXES:
-                    text = pre + prompt
-                    self._pos = _subject_index(tok, text, subject)
-                    model(torch.tensor([tok(text, add_special_tokens=False).input_ids], device=model.device),
-                          use_memory=False)
+                model(ids, use_memory=False, logits_to_keep=1)
         finally:
             h.remove()
-        return torch.stack(keys).mean(0), torch.stack(values).mean(0)
+        return got["k"].mean(0), got["v"].mean(0)
 
     @contextlib.contextmanager
     def __call__(self, model, tok, record):
@@ -111,51 +110,53 @@ class ROME:
                 W.copy_(original)
 
     def _optimize_value(self, model, tok, prompt, subject, new, layer, v_orig):
-        """v* = v + δ with δ trained so that the edited prompts produce `new` (ROME's compute_v, condensed)."""
-        down = down_proj(model, layer)
+        """v* = v + δ with δ trained so that the edited prompts produce `new` (ROME's compute_v, condensed):
+        the prefixed prompts with the target and the KL prompt "<subject> is a" go through one right-padded batch
+        per step, δ added at each row's subject position; early stop once the loss is below `stop_loss`."""
+        t_ids = tok(" " + new, add_special_tokens=False).input_ids
+        rows = [(pre + prompt, subject, t_ids) for pre in PREFIXES] + [(f"{subject} is a", subject, [])]
+        ids, pos = _batch(model, tok, rows)
+        starts = [len(tok(text, add_special_tokens=False).input_ids) - 1 for text, _, _ in rows]
+        target = torch.tensor(t_ids, device=model.device)
         delta = torch.zeros_like(v_orig, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=self.lr)
-        t_ids = tok(" " + new, add_special_tokens=False).input_ids
-        batches = []
-        for pre in PREFIXES:
-            text = pre + prompt
-            p_ids = tok(text, add_special_tokens=False).input_ids
-            batches.append((p_ids + t_ids, len(p_ids), _subject_index(tok, text, subject)))
-        essence = f"{subject} is a"
-        e_ids = tok(essence, add_special_tokens=False).input_ids
-        e_pos = _subject_index(tok, essence, subject)
-        state = {"pos": None}
 
         def add(mod, inp, out):
             out = out.clone()
-            out[0, state["pos"]] = out[0, state["pos"]] + delta
+            r = torch.arange(len(pos), device=pos.device)
+            out[r, pos] = out[r, pos] + delta
             return out
         with torch.no_grad():
-            base_kl = model(torch.tensor([e_ids], device=model.device), use_memory=False).logits[0, -1].log_softmax(-1)
-        h = down.register_forward_hook(add)
+            base_kl = model(ids, use_memory=False).logits[-1, starts[-1]].log_softmax(-1)
+        h = down_proj(model, layer).register_forward_hook(add)
         try:
             with only_grad(model, []):      # gradient for delta only
                 for _ in range(self.steps):
-                    self._step(model, batches, t_ids, e_ids, e_pos, base_kl, state, delta, v_orig, opt)
+                    logits = model(ids, use_memory=False).logits
+                    nll = torch.stack([-logits[i, s:s + len(t_ids)].log_softmax(-1).gather(-1, target[:, None]).mean()
+                                       for i, s in enumerate(starts[:-1])]).mean()
+                    kl = torch.nn.functional.kl_div(logits[-1, starts[-1]].log_softmax(-1), base_kl,
+                                                    log_target=True, reduction="sum")
+                    loss = nll + self.kl * kl + self.wd * (delta.norm() / v_orig.norm()) ** 2
+                    if loss.item() < self.stop_loss:
+                        break
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    with torch.no_grad():
+                        limit = self.clamp * v_orig.norm()
+                        if delta.norm() > limit:
+                            delta.mul_(limit / delta.norm())
         finally:
             h.remove()
         return (v_orig + delta).detach().float()
 
-    def _step(self, model, batches, t_ids, e_ids, e_pos, base_kl, state, delta, v_orig, opt):
-        dev = model.device
-        nll = 0.0
-        for ids, n_p, pos in batches:
-            state["pos"] = pos
-            logp = model(torch.tensor([ids], device=dev), use_memory=False).logits[0, n_p - 1:-1].log_softmax(-1)
-            nll = nll - logp.gather(-1, torch.tensor(t_ids, device=dev)[:, None]).mean()
-        state["pos"] = e_pos
-        logits = model(torch.tensor([e_ids], device=dev), use_memory=False).logits[0, -1]
-        kl = torch.nn.functional.kl_div(logits.log_softmax(-1), base_kl, log_target=True, reduction="sum")
-        loss = nll / len(batches) + self.kl * kl + self.wd * (delta.norm() / v_orig.norm()) ** 2
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            limit = self.clamp * v_orig.norm()
-            if delta.norm() > limit:
-                delta.mul_(limit / delta.norm())
+
+def _batch(model, tok, rows):
+    """Right-padded ids of (text + target ids) per row and each row's subject position (a causal model never
+    attends to the right padding, so every row computes as it would alone)."""
+    seqs = [tok(text, add_special_tokens=False).input_ids + list(t) for text, _, t in rows]
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in seqs], device=model.device)
+    pos = torch.tensor([_subject_index(tok, text, subject) for text, subject, _ in rows], device=model.device)
+    return ids, pos

@@ -13,46 +13,66 @@ from scipy.stats import hmean
 
 
 @torch.no_grad()
+def _target_logits(model, tok, pairs, use_memory: bool = True):
+    """Next-token logits over each target, for many (prompt, target) pairs in one forward pass: the sequences
+    are right-padded, which a causal model never sees (every real token precedes the padding), so each pair
+    scores as it would alone. Only the positions from the earliest target on are projected to the vocabulary
+    (IKE's prompts share a long prefix). Returns [(logits [len(target), V], target ids)]."""
+    seqs = []
+    for prompt, target in pairs:
+        p = tok(prompt, add_special_tokens=False).input_ids
+        t = tok(" " + target.strip(), add_special_tokens=False).input_ids
+        seqs.append((p, t))
+    width = max(len(p) + len(t) for p, t in seqs)
+    ids = torch.tensor([p + t + [t[-1]] * (width - len(p) - len(t)) for p, t in seqs], device=model.device)
+    first = min(len(p) for p, _ in seqs) - 1
+    logits = model(ids, use_memory=use_memory, logits_to_keep=width - first).logits
+    return [(logits[i, len(p) - 1 - first:len(p) - 1 - first + len(t)].float(), torch.tensor(t, device=model.device))
+            for i, (p, t) in enumerate(seqs)]
+
+
+def target_logprobs(model, tok, pairs, use_memory: bool = True) -> list[float]:
+    """log P(target | prompt), summed over the target's tokens (target gets a leading space), per pair."""
+    return [lg.log_softmax(-1).gather(-1, t[:, None]).sum().item()
+            for lg, t in _target_logits(model, tok, pairs, use_memory)]
+
+
 def target_logprob(model, tok, prompt: str, target: str, use_memory: bool = True) -> float:
-    """log P(target | prompt), summed over the target's tokens (target gets a leading space)."""
-    p = tok(prompt, add_special_tokens=False).input_ids
-    t = tok(" " + target.strip(), add_special_tokens=False).input_ids
-    ids = torch.tensor([p + t], device=model.device)
-    logp = model(ids, use_memory=use_memory).logits[0, len(p) - 1:-1].float().log_softmax(-1)
-    return logp.gather(-1, torch.tensor(t, device=model.device)[:, None]).sum().item()
+    return target_logprobs(model, tok, [(prompt, target)], use_memory)[0]
 
 
-@torch.no_grad()
+def token_accuracies(model, tok, pairs, use_memory: bool = True) -> list[float]:
+    """Teacher-forced share of the target's tokens that are the argmax, per pair (zsRE's metric)."""
+    return [(lg.argmax(-1) == t).float().mean().item() for lg, t in _target_logits(model, tok, pairs, use_memory)]
+
+
 def token_accuracy(model, tok, prompt: str, target: str, use_memory: bool = True) -> float:
-    p = tok(prompt, add_special_tokens=False).input_ids
-    t = tok(" " + target.strip(), add_special_tokens=False).input_ids
-    ids = torch.tensor([p + t], device=model.device)
-    pred = model(ids, use_memory=use_memory).logits[0, len(p) - 1:-1].argmax(-1).tolist()
-    return sum(a == b for a, b in zip(pred, t)) / len(t)
+    return token_accuracies(model, tok, [(prompt, target)], use_memory)[0]
 
 
 def counterfact_scores(model, tok, record: dict, use_memory: bool = True, prefix: str = "") -> dict:
     """Success rates of one CounterFact record under the model's current state (edited or not). `prefix` is
-    prepended to every prompt (in-context editing)."""
+    prepended to every prompt (in-context editing). All prompts x {new, true} go through one forward pass."""
     rw = record["requested_rewrite"]
     new, true = rw["target_new"]["str"], rw["target_true"]["str"]
-
-    def prefers_new(prompt):
-        return target_logprob(model, tok, prefix + prompt, new, use_memory) > target_logprob(
-            model, tok, prefix + prompt, true, use_memory)
-
-    out = {"efficacy": float(prefers_new(rw["prompt"].format(rw["subject"])))}
-    para = record.get("paraphrase_prompts") or []
-    out["generalization"] = sum(prefers_new(p) for p in para) / len(para) if para else float("nan")
-    nb = record.get("neighborhood_prompts") or []
-    out["specificity"] = sum(not prefers_new(p) for p in nb) / len(nb) if nb else float("nan")
+    edit = [rw["prompt"].format(rw["subject"])]
+    para = list(record.get("paraphrase_prompts") or [])
+    nb = list(record.get("neighborhood_prompts") or [])
+    prompts = edit + para + nb
+    lp = target_logprobs(model, tok, [(prefix + p, o) for p in prompts for o in (new, true)], use_memory)
+    prefers_new = [lp[2 * i] > lp[2 * i + 1] for i in range(len(prompts))]
+    out = {"efficacy": float(prefers_new[0])}
+    g, n = prefers_new[1:1 + len(para)], prefers_new[1 + len(para):]
+    out["generalization"] = sum(g) / len(g) if g else float("nan")
+    out["specificity"] = sum(not x for x in n) / len(n) if n else float("nan")
     return out
 
 
 def zsre_scores(model, tok, record: dict, use_memory: bool = True, prefix: str = "") -> dict:
-    return {"efficacy": token_accuracy(model, tok, prefix + record["src"], record["alt"], use_memory),
-            "generalization": token_accuracy(model, tok, prefix + record["rephrase"], record["alt"], use_memory),
-            "specificity": token_accuracy(model, tok, prefix + record["loc"], record["loc_ans"], use_memory)}
+    acc = token_accuracies(model, tok, [(prefix + record["src"], record["alt"]),
+                                        (prefix + record["rephrase"], record["alt"]),
+                                        (prefix + record["loc"], record["loc_ans"])], use_memory)
+    return dict(zip(("efficacy", "generalization", "specificity"), acc))
 
 
 def table_row(per_record: list[dict]) -> dict:

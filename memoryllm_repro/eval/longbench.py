@@ -8,8 +8,11 @@
   tokens (left: keep the end, as the authors; middle: LongBench's own rule), then cut from the end into chunks:
   the last `chunk - max_gen` tokens are the generation prompt, the earlier `chunk`-token pieces are written into
   memory in order; the pool is restored after every example.
-* Baselines on the same data: the backbone alone with the prompt truncated to a window; MemoryLLM after BM25
-  retrieval (`bm25s`) of the best context chunks (Table 2).
+* Baselines on the same data: the backbone alone with the prompt truncated to a window, or up to its maximum
+  context, in its chat template when it has one (LongBench's rule for chat models: SmolLM2-Instruct answers
+  the bare prompt with an empty turn most of the time; MemoryLLM was trained on plain text and reads the bare
+  prompt, as the authors' base-model MemoryLLM-7B); MemoryLLM after BM25 retrieval (`bm25s`) of the best
+  context chunks (Table 2).
 """
 from __future__ import annotations
 
@@ -153,12 +156,28 @@ def predict_memoryllm(model, tok, example: dict, template: str, max_length: int,
     return tok.decode(out, skip_special_tokens=True)
 
 
+def chat_wrap(tok) -> tuple[list[int], list[int]]:
+    """Token ids before and after a user message in the tokenizer's chat template (([], []) without one).
+    LongBench's pred.py wraps the truncated prompt in the chat template for chat models on its QA tasks."""
+    if not getattr(tok, "chat_template", None):
+        return [], []
+    marker = "\x00"
+    text = tok.apply_chat_template([{"role": "user", "content": marker}], tokenize=False,
+                                   add_generation_prompt=True)
+    pre, post = text.split(marker)
+    return tok(pre, add_special_tokens=False).input_ids, tok(post, add_special_tokens=False).input_ids
+
+
 def predict_backbone(model, tok, example: dict, template: str, max_length: int, side: str = "middle",
-                     info: dict | None = None) -> str:
-    """The plain backbone (adapters off, no memory) with the prompt truncated to `max_length` tokens."""
+                     info: dict | None = None, chat: bool = True) -> str:
+    """The plain backbone (adapters off, no memory) with the prompt truncated to `max_length` tokens, in its chat
+    template if it has one and `chat` (LongBench's rule for chat models; the template's tokens count in the
+    length)."""
     max_gen = config()["max_new_tokens"][template]
-    ids = truncate(tok(build_prompt(template, example), add_special_tokens=False).input_ids, max_length - max_gen,
-                   side)
+    pre, post = chat_wrap(tok) if chat else ([], [])
+    ids = truncate(tok(build_prompt(template, example), add_special_tokens=False).input_ids,
+                   max_length - max_gen - len(pre) - len(post), side)
+    ids = pre + ids + post
     from .retention import base_only
     with base_only(model):
         out = _generate(model, ids, max_gen, False)
@@ -196,7 +215,8 @@ def task_examples(task: str, tok, n: int, context_tokens: int, source: str | Non
 
 def run_longbench(model, tok, tasks, lengths, n: int, chunk: int, window: int, full_max: int,
                   methods=("memoryllm", "backbone_window", "backbone_full", "memoryllm_bm25"),
-                  side: str = "left", source: str | None = None, seed: int = 0, progress: bool = True):
+                  side: str = "left", source: str | None = None, seed: int = 0, progress: bool = True,
+                  chat: bool = True):
     """Predictions and scores for every (task, max length, method, example): a tidy DataFrame with the raw
     prediction, its F1 (LongBench rule) and its F1 after the first-line cut, plus seconds per prediction."""
     import time
@@ -216,9 +236,9 @@ def run_longbench(model, tok, tasks, lengths, n: int, chunk: int, window: int, f
                 pred = predict_memoryllm(model, tok, bm25_context(tok, ex, L // 4), template, L, chunk, side,
                                          info=info)
             elif method == "backbone_window":
-                pred = predict_backbone(model, tok, ex, template, min(L, window), "middle", info=info)
+                pred = predict_backbone(model, tok, ex, template, min(L, window), "middle", info=info, chat=chat)
             elif method == "backbone_full":
-                pred = predict_backbone(model, tok, ex, template, min(L, full_max), "middle", info=info)
+                pred = predict_backbone(model, tok, ex, template, min(L, full_max), "middle", info=info, chat=chat)
             else:
                 raise ValueError(f"unknown method {method!r}")
             rows.append({"task": task, "max_length": L, "method": method, "id": ex["_id"], "pred": pred,
