@@ -62,7 +62,9 @@ for col, task in enumerate(tasks):
         ax = axes[row][col]
         for m in methods:
             r = s[s.method == m].sort_values("max_length")
-            ax.plot(r.max_length, r[metric], marker="o", ms=3, label=m)
+            top = m == "memoryllm"      # drawn last and dashed, so that it stays visible where curves coincide
+            ax.plot(r.max_length, r[metric], marker="o", ms=4 if top else 3, label=m, zorder=3 if top else 2,
+                    ls="--" if top else "-")
         ax.set_xscale("log", base=2)
         ax.set_xticks(lengths, [str(x) for x in lengths], minor=False)
         ax.minorticks_off()
