@@ -89,3 +89,28 @@ if figure_name:   # the committed numbers behind the figure and the table
     summary.to_csv(REPO / "figures" / f"{figure_name}.csv", index=False)
     table2.to_csv(REPO / "figures" / "table2_bm25.csv")
 table2
+
+# %% [markdown]
+# Where was the evidence? For MemoryLLM the same predictions grouped by where the protocol put the evidence
+# passage (found by its title in the question; bundled sets only): in the generation prompt, written j chunks
+# before it, or truncated away. This separates "not read from memory" from "never given".
+
+# %%
+from memoryllm_repro.eval.longbench import dataset_score
+
+
+def place(where: str) -> str:
+    if where in ("prompt", "cut"):
+        return where
+    j = int(where.split("-")[1])
+    return "memory, 1 chunk back" if j == 1 else "memory, 2-3 chunks back" if j <= 3 else "memory, 4+ chunks back"
+
+
+mem = records[(records.method == "memoryllm") & records.evidence.notna()]
+by_place = (mem.assign(place=mem.evidence.map(place)).groupby(["task", "place"])
+            .agg(n=("f1", "size"), f1=("f1", dataset_score), f1_first_line=("f1_first_line", dataset_score))
+            .reset_index())
+by_place.to_csv(out / "evidence.csv", index=False)
+if figure_name:
+    by_place.to_csv(REPO / "figures" / f"{figure_name}_evidence.csv", index=False)
+by_place

@@ -99,3 +99,19 @@ def test_backbone_prompt_in_chat_template_within_length(monkeypatch):
     max_gen = lb.config()["max_new_tokens"]["hotpotqa"]
     assert len(wrapped) == len(bare) == 1024 - max_gen
     assert wrapped[:len(pre)] == pre and wrapped[-len(post):] == post and bare[:len(pre)] != pre
+
+
+def test_evidence_location_follows_truncation_and_chunks():
+    from memoryllm_repro import load_tokenizer
+    tok = load_tokenizer("smollm2-135m")
+    filler = "\n".join(f"Passage {i}:\nTown {i}\n" + "words of filler text here. " * 20 for i in range(1, 40))
+    ex = lambda ctx: {"input": "What did Vexa Qorn eat?", "context": ctx, "answers": ["soup"], "_id": "0"}
+    at_end = ex(filler + "\nPassage 40:\nVexa Qorn\nVexa Qorn ate soup.")
+    at_start = ex("Passage 0:\nVexa Qorn\nVexa Qorn ate soup.\n" + filler)
+    assert lb.evidence_location(tok, at_end, "hotpotqa", 4096, 256) == "prompt"
+    assert lb.evidence_location(tok, at_start, "hotpotqa", 512, 256) == "cut"
+    deep = lb.evidence_location(tok, at_start, "hotpotqa", 100000, 256)
+    n = len(tok(lb.build_prompt("hotpotqa", at_start), add_special_tokens=False).input_ids)
+    chunks, prompt = lb.split_for_memory(list(range(n - 32)), 256, 32)     # the real cut of the same length
+    assert deep == f"memory-{len(chunks)}"
+    assert lb.evidence_location(tok, ex(filler), "hotpotqa", 4096, 256) is None

@@ -204,6 +204,29 @@ def bm25_context(tok, example: dict, budget: int, piece: int = 256) -> dict:
     return dict(example, context="".join(texts[i] for i in chosen))
 
 
+def evidence_location(tok, example: dict, template: str, max_length: int, chunk: int, side: str = "left"):
+    """Where MemoryLLM's protocol puts the evidence: "prompt" (the generation chunk), "memory-j" (written j chunks
+    before the prompt), "cut" (truncated away) or None when unknown. The evidence passage is the one whose title
+    line (LongBench's "Passage i:\n<title>" layout, as the bundled set) occurs in the question; its end is located
+    in the token sequence of the truncated prompt."""
+    if side != "left":
+        return None
+    prompt = build_prompt(template, example)
+    ends = [m.end() for m in re.finditer(r"Passage \d+:\n(.+)\n[^\n]*", prompt)
+            if m.group(1).strip() and m.group(1).strip() in example["input"]]
+    if not ends:
+        return None
+    max_gen = config()["max_new_tokens"][template]
+    total = len(tok(prompt, add_special_tokens=False).input_ids)
+    from_end = total - len(tok(prompt[:max(ends)], add_special_tokens=False).input_ids)
+    kept, head = min(total, max_length - max_gen), chunk - max_gen
+    if from_end >= kept:
+        return "cut"
+    if from_end < head:
+        return "prompt"
+    return f"memory-{(from_end - head) // chunk + 1}"
+
+
 # ---------------------------------------------------------------------------------------------- Figure 4 / Table 2
 def task_examples(task: str, tok, n: int, context_tokens: int, source: str | None = None, seed: int = 0):
     """(examples, prompt template) of a LongBench task or a bundled kind (`bundled_single`, `bundled_twohop`)."""
@@ -241,7 +264,9 @@ def run_longbench(model, tok, tasks, lengths, n: int, chunk: int, window: int, f
                 pred = predict_backbone(model, tok, ex, template, min(L, full_max), "middle", info=info, chat=chat)
             else:
                 raise ValueError(f"unknown method {method!r}")
+            where = evidence_location(tok, ex, template, L, chunk, side) if method == "memoryllm" else None
             rows.append({"task": task, "max_length": L, "method": method, "id": ex["_id"], "pred": pred,
+                         "evidence": where,
                          "answers": json.dumps(ex["answers"]),
                          "f1": example_score(template, pred, ex["answers"]),
                          "f1_first_line": example_score(template, pred, ex["answers"], cut_first_line=True),
