@@ -19,6 +19,7 @@ import hashlib
 import torch
 
 from ..backbones import cache_root
+from ..eval.editing import right_pad
 from .ft import down_proj, only_grad
 
 PREFIXES = ["", "The following is true. ", "I read this today. ", "Here is a fact. ", "In short, ",
@@ -71,7 +72,7 @@ class ROME:
 
     def _key_and_value(self, model, tok, prompt, subject, layer):
         """Mean key and value at the subject's last token over the prefixed prompts (one batched forward)."""
-        ids, pos = _batch(model, tok, [(pre + prompt, subject, []) for pre in PREFIXES])
+        ids, pos, _ = _batch(model, tok, [(pre + prompt, subject, []) for pre in PREFIXES])
         got = {}
 
         def grab(mod, inp, out):
@@ -115,8 +116,8 @@ class ROME:
         per step, δ added at each row's subject position; early stop once the loss is below `stop_loss`."""
         t_ids = tok(" " + new, add_special_tokens=False).input_ids
         rows = [(pre + prompt, subject, t_ids) for pre in PREFIXES] + [(f"{subject} is a", subject, [])]
-        ids, pos = _batch(model, tok, rows)
-        starts = [len(tok(text, add_special_tokens=False).input_ids) - 1 for text, _, _ in rows]
+        ids, pos, text_lens = _batch(model, tok, rows)
+        starts = [n - 1 for n in text_lens]             # the position that predicts each row's first target token
         target = torch.tensor(t_ids, device=model.device)
         delta = torch.zeros_like(v_orig, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=self.lr)
@@ -153,10 +154,8 @@ class ROME:
 
 
 def _batch(model, tok, rows):
-    """Right-padded ids of (text + target ids) per row and each row's subject position (a causal model never
-    attends to the right padding, so every row computes as it would alone)."""
-    seqs = [tok(text, add_special_tokens=False).input_ids + list(t) for text, _, t in rows]
-    width = max(map(len, seqs))
-    ids = torch.tensor([s + [s[-1]] * (width - len(s)) for s in seqs], device=model.device)
+    """Right-padded ids of (text + target ids) per row, each row's subject position and each text's length."""
+    texts = [tok(text, add_special_tokens=False).input_ids for text, _, _ in rows]
+    ids = right_pad([x + list(t) for x, (_, _, t) in zip(texts, rows)], model.device)
     pos = torch.tensor([_subject_index(tok, text, subject) for text, subject, _ in rows], device=model.device)
-    return ids, pos
+    return ids, pos, [len(x) for x in texts]

@@ -12,20 +12,22 @@ import torch
 from scipy.stats import hmean
 
 
+def right_pad(seqs: list[list[int]], device) -> torch.Tensor:
+    """Token lists as one batch, right-padded with each row's last token: a causal model never attends to the
+    right padding (every real token precedes it), so each row computes as it would alone."""
+    width = max(map(len, seqs))
+    return torch.tensor([s + [s[-1]] * (width - len(s)) for s in seqs], device=device)
+
+
 @torch.no_grad()
 def _target_logits(model, tok, pairs, use_memory: bool = True):
-    """Next-token logits over each target, for many (prompt, target) pairs in one forward pass: the sequences
-    are right-padded, which a causal model never sees (every real token precedes the padding), so each pair
-    scores as it would alone. Only the positions from the earliest target on are projected to the vocabulary
-    (IKE's prompts share a long prefix). Returns [(logits [len(target), V], target ids)]."""
-    seqs = []
-    for prompt, target in pairs:
-        p = tok(prompt, add_special_tokens=False).input_ids
-        t = tok(" " + target.strip(), add_special_tokens=False).input_ids
-        seqs.append((p, t))
-    width = max(len(p) + len(t) for p, t in seqs)
-    ids = torch.tensor([p + t + [t[-1]] * (width - len(p) - len(t)) for p, t in seqs], device=model.device)
-    first = min(len(p) for p, _ in seqs) - 1
+    """Next-token logits over each target, for many (prompt, target) pairs in one right-padded forward pass.
+    Only the positions from the earliest target on are projected to the vocabulary (IKE's prompts share a long
+    prefix). Returns [(logits [len(target), V], target ids)]."""
+    seqs = [(tok(prompt, add_special_tokens=False).input_ids, tok(" " + target.strip(), add_special_tokens=False)
+             .input_ids) for prompt, target in pairs]
+    ids = right_pad([p + t for p, t in seqs], model.device)
+    width, first = ids.shape[1], min(len(p) for p, _ in seqs) - 1
     logits = model(ids, use_memory=use_memory, logits_to_keep=width - first).logits
     return [(logits[i, len(p) - 1 - first:len(p) - 1 - first + len(t)].float(), torch.tensor(t, device=model.device))
             for i, (p, t) in enumerate(seqs)]

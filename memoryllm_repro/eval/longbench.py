@@ -204,27 +204,26 @@ def bm25_context(tok, example: dict, budget: int, piece: int = 256) -> dict:
     return dict(example, context="".join(texts[i] for i in chosen))
 
 
-def evidence_location(tok, example: dict, template: str, max_length: int, chunk: int, side: str = "left"):
-    """Where MemoryLLM's protocol puts the evidence: "prompt" (the generation chunk), "memory-j" (written j chunks
-    before the prompt), "cut" (truncated away) or None when unknown. The evidence passage is the one whose title
-    line (LongBench's "Passage i:\n<title>" layout, as the bundled set) occurs in the question; its end is located
-    in the token sequence of the truncated prompt."""
-    if side != "left":
-        return None
+def evidence_location(tok, example: dict, template: str, max_length: int, chunk: int, side: str = "left",
+                      min_chunk: int = 16):
+    """Where `predict_memoryllm` puts the evidence: "prompt" (the generation chunk), "memory-j" (written j chunks
+    before the prompt), "cut" (truncated away or in a skipped remainder) or None when unknown. The evidence
+    passage is the one whose title line (LongBench's "Passage i:\n<title>" layout, as the bundled set) occurs in
+    the question; its last token is followed through the same `truncate` and `split_for_memory` calls."""
     prompt = build_prompt(template, example)
     ends = [m.end() for m in re.finditer(r"Passage \d+:\n(.+)\n[^\n]*", prompt)
             if m.group(1).strip() and m.group(1).strip() in example["input"]]
     if not ends:
         return None
     max_gen = config()["max_new_tokens"][template]
-    total = len(tok(prompt, add_special_tokens=False).input_ids)
-    from_end = total - len(tok(prompt[:max(ends)], add_special_tokens=False).input_ids)
-    kept, head = min(total, max_length - max_gen), chunk - max_gen
-    if from_end >= kept:
-        return "cut"
-    if from_end < head:
+    where = len(tok(prompt[:max(ends)], add_special_tokens=False).input_ids) - 1      # the passage's last token
+    positions = truncate(list(range(len(tok(prompt, add_special_tokens=False).input_ids))), max_length - max_gen,
+                         side)
+    chunks, gen_prompt = split_for_memory(positions, chunk, max_gen)
+    if where in gen_prompt:
         return "prompt"
-    return f"memory-{(from_end - head) // chunk + 1}"
+    back = next((len(chunks) - i for i, c in enumerate(chunks) if where in c and len(c) >= min_chunk), None)
+    return "cut" if back is None else f"memory-{back}"
 
 
 # ---------------------------------------------------------------------------------------------- Figure 4 / Table 2
