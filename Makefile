@@ -49,8 +49,8 @@ figure7:
 
 # Train every Figure 7 ablation model (resumable: re-run after an interruption)
 ablations: venv
-	for c in $(basename $(notdir $(wildcard configs/train/ablation/*.yaml))); do \
-		$(PY) -m memoryllm_repro.train --config configs/train/ablation/$$c.yaml || exit 1; done
+	for c in $(basename $(notdir $(wildcard memoryllm_repro/resources/train_configs/ablation/*.yaml))); do \
+		$(PY) -m memoryllm_repro.train --config memoryllm_repro/resources/train_configs/ablation/$$c.yaml || exit 1; done
 
 table1:
 	$(MAKE) notebook NB=table1_editing

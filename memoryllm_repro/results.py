@@ -9,7 +9,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from .paths import ROOT as REPO  # outputs root (a checkout or the cwd)
 PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "numpy", "pandas")
 
 

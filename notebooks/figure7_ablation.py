@@ -5,7 +5,7 @@
 # retain knowledge differently: with K fixed, a larger N forgets less; with N fixed, a smaller K forgets less
 # (20 x 256 beats 10 x 512); what matters is N/K. The paper plots raw accuracy and accuracy relative to update 1.
 #
-# Our ablation at the small model's scale (configs in `configs/train/ablation/`, trained with
+# Our ablation at the small model's scale (configs in `memoryllm_repro/resources/train_configs/ablation/`, trained with
 # `make ablations`, the same recipe and budget each): K in {32, 64} at N/K = 10 (the paper's 10 x 256 vs
 # 10 x 512), N/K in {10, 20, 30} at K = 64, and one
 # ablation the paper did not run: memory taken from each layer's *input* instead of its *output*
@@ -42,7 +42,7 @@ out = results_dir("figure7_ablation", results)
 tok = load_tokenizer("smollm2-135m")
 frames, notes = [], {}
 for name in configs:
-    cfg = TrainConfig.load(str(REPO / "configs" / "train" / "ablation" / f"{name}.yaml"))
+    cfg = TrainConfig.load(f"ablation/{name}")
     snap = latest_snapshot(REPO / cfg.out_dir) if use_checkpoints else None
     if snap is not None:
         net = load_training_checkpoint(snap)
@@ -82,7 +82,7 @@ axes[0].set(xlabel="number of updates", ylabel="accuracy", title="raw accuracy (
 axes[1].set(xlabel="number of updates", ylabel="accuracy / accuracy at update 1", title="relative accuracy")
 axes[0].legend(fontsize=6)
 budgets = sorted({v for v in notes.values()})
-fig.text(0.0, -0.1, "SmolLM2-135M MemoryLLMs trained with the same recipe (configs/train/ablation), checkpoints: "
+fig.text(0.0, -0.1, "SmolLM2-135M MemoryLLMs trained with the same recipe (memoryllm_repro/resources/train_configs/ablation), checkpoints: "
          f"{', '.join(budgets)}; {num_examples} held-out questions per model, pool restored per question",
          fontsize=7)
 if figure_name:

@@ -9,13 +9,13 @@
 # undone afterwards. MemoryLLM (w/ EF) writes "<edit prompt> <new object>." into a restored pool, then is scored
 # with its memory; the baselines run on the plain backbone (LoRA off, no memory), as the paper's ran on
 # Llama-2-7B. CounterFact scores are probability comparisons, zsRE scores token accuracy.
-# Default: the bundled sets in ROME's formats (`data/editing/`, well-known facts SmolLM2 prefers before any
+# Default: the bundled sets in ROME's formats (`memoryllm_repro/resources/editing/`, well-known facts SmolLM2 prefers before any
 # edit); `FULL=1`: ROME's counterfact.json / zsre_mend_eval.json and a 7B model on a GPU.
 
 # %% tags=["parameters"]
 model = "default"
-counterfact = "data/editing/counterfact_bundled.json"
-zsre = "data/editing/zsre_bundled.json"
+counterfact = "editing/counterfact_bundled.json"
+zsre = "editing/zsre_bundled.json"
 num_records = 40              # per dataset (None = all)
 sample_seed = 0               # random sample of num_records; null = the first num_records (ROME's convention)
 methods = ["backbone", "MemoryLLM", "FT", "FT-L", "ROME", "IKE", "MemoryLLM (w/ EF)"]
@@ -34,13 +34,14 @@ from memoryllm_repro.checkpoints import load_model
 from memoryllm_repro.data.editing import load_counterfact, load_zsre, subsample
 from memoryllm_repro.editors import FT, FTL, IKE, ROME, MemoryEdit, NoEdit, OnBackbone
 from memoryllm_repro.eval.editing import PAPER_TABLE1, run_table1, summarize_table1
+from memoryllm_repro.paths import resolve_input
 from memoryllm_repro.results import REPO, results_dir, write_run
 
 t0 = time.time()
 net, tok, description = load_model(model, device=device, dtype=dtype)
-cf = subsample(load_counterfact(REPO / counterfact if not str(counterfact).startswith("/") else counterfact),
+cf = subsample(load_counterfact(resolve_input(counterfact)),
               num_records, sample_seed)
-zs = subsample(load_zsre(REPO / zsre if not str(zsre).startswith("/") else zsre), num_records, sample_seed)
+zs = subsample(load_zsre(resolve_input(zsre)), num_records, sample_seed)
 editors = {"backbone": NoEdit(use_memory=False, adapters=False), "MemoryLLM": NoEdit(use_memory=True),
            "FT": OnBackbone(FT()), "FT-L": OnBackbone(FTL()), "ROME": OnBackbone(ROME(layer=rome_layer)),
            "IKE": OnBackbone(IKE(cf)), "MemoryLLM (w/ EF)": MemoryEdit()}

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from .world import World, paragraph, qa_block
 
-REPO_DATA = Path(__file__).resolve().parents[2] / "data"
-GENERIC_FILE = REPO_DATA / "generic_smollm2.jsonl"
+from ..paths import GENERIC_FILE
 GENERIC_HOLDOUT = 40   # the last 40 generic documents: never trained on, used for the perplexity check
 
 

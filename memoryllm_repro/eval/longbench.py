@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..results import REPO
+from ..paths import LONGBENCH_CONFIG
 
 TASKS = ["narrativeqa", "qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "musique"]
 _CFG = None
@@ -34,7 +34,7 @@ _CFG = None
 def config() -> dict:
     global _CFG
     if _CFG is None:
-        _CFG = yaml.safe_load((REPO / "configs" / "longbench.yaml").read_text())
+        _CFG = yaml.safe_load((LONGBENCH_CONFIG).read_text())
     return _CFG
 
 

@@ -36,7 +36,7 @@ from ..data.corpus import DefaultSamples, chunk_document, load_texts
 from ..model import MemoryLLM
 from . import objectives
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
+from ..paths import TRAIN_CONFIGS as CONFIG_DIR
 
 
 @dataclass
@@ -425,7 +425,7 @@ def main(argv=None):
     import argparse
     ap = argparse.ArgumentParser(description="Train MemoryLLM (LoRA + new-memory vector) with the paper's "
                                              "three objectives.", allow_abbrev=False)
-    ap.add_argument("--config", default="small", help="preset name under configs/train/ or a yaml path")
+    ap.add_argument("--config", default="small", help="preset name under memoryllm_repro/resources/train_configs/ or a yaml path")
     args, rest = ap.parse_known_args(argv)
     cfg = TrainConfig.load(args.config, **parse_overrides(rest))
     result = Trainer(cfg).train()
