@@ -6,7 +6,7 @@ import random
 
 import numpy as np
 import torch
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from .backbones import DEFAULT_BACKBONE, load_backbone, load_tokenizer, tiny_llama
 from .model import MemoryLLM, MemoryLLMConfig, expected_retention, memory_parameter_count, theoretical_accuracy
@@ -14,6 +14,9 @@ from .model import MemoryLLM, MemoryLLMConfig, expected_retention, memory_parame
 __version__ = "0.1.0"
 
 AutoConfig.register("memoryllm", MemoryLLMConfig, exist_ok=True)
+# `AutoModelForCausalLM.from_pretrained(<our folder>)` then returns a MemoryLLM (config.json names model_type
+# "memoryllm" and architectures ["MemoryLLM"]).
+AutoModelForCausalLM.register(MemoryLLMConfig, MemoryLLM, exist_ok=True)
 
 
 def set_seed(seed: int) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
+from transformers.models.llama.modeling_llama import rotate_half
 
 
 class PrefixLayer(DynamicLayer):
@@ -99,3 +100,19 @@ class PrefixOnly:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0
+
+
+class PoolKV:
+    """Projected keys/values of [bos_l; θ_l] for all layers: raw (un-rotated) keys and values
+    [B, L, kvh, 1+N, hd]; rotated keys are derived lazily. Immutable except for that lazy field, so a
+    memory snapshot can keep a reference instead of a copy. `key` identifies the pool and weights it came from."""
+
+    def __init__(self, key, raw_k: torch.Tensor, v: torch.Tensor):
+        self.key, self.raw_k, self.v, self._rot = key, raw_k, v, None
+
+    def prefix(self, rope) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer (rotated k, v); `rope(positions, like)` gives cos/sin for slot positions 0..T-1."""
+        if self._rot is None:
+            cos, sin = rope(torch.arange(self.raw_k.shape[-2], device=self.raw_k.device), self.raw_k)
+            self._rot = self.raw_k * cos + rotate_half(self.raw_k) * sin
+        return [(self._rot[:, l], self.v[:, l]) for l in range(self.raw_k.shape[1])]

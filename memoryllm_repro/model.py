@@ -30,23 +30,16 @@ counters, so an optimizer step or a loaded state dict invalidates it automatical
 from __future__ import annotations
 
 import contextlib
-import json
-import warnings
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import GenerationConfig, GenerationMixin, LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.models.llama.modeling_llama import rotate_half
 
-from .backbones import check_architecture, load_backbone, load_tokenizer
-from .cache import MemoryCache, PrefixOnly
-
-MEMORY_FORMAT = "memoryllm-repro-memory-v1"
-WEIGHTS_FILE = "memoryllm.safetensors"   # learned vectors + LoRA adapter: only what is not in the base
-MEMORY_FILE = "memory.safetensors"
+from . import checks, persistence
+from .backbones import check_architecture, load_backbone
+from .cache import MemoryCache, PoolKV, PrefixOnly
 
 
 class MemoryLLMConfig(PretrainedConfig):
@@ -58,7 +51,8 @@ class MemoryLLMConfig(PretrainedConfig):
                  num_tokens: int = 64, add_bos_embedding: bool = True, bos_init: str = "hidden",
                  memory_source: str = "output", drop_memory_per_layer: bool = True, min_context_tokens: int = 16,
                  short_context: str = "warn", seed: int = 0, lora: dict | None = None,
-                 rope_factor: float | None = None, memory_layers: list[int] | None = None, **kwargs):
+                 rope_factor: float | None = None, memory_layers: list[int] | None = None,
+                 warmup: dict | None = None, **kwargs):
         self.backbone = backbone                    # "smollm2-135m", a path or hub id; None = weights saved with us
         self.backbone_config = backbone_config or {}
         self.num_blocks = num_blocks                # N = num_blocks * num_tokens
@@ -73,6 +67,8 @@ class MemoryLLMConfig(PretrainedConfig):
         self.lora = lora                            # peft LoraConfig kwargs once adapters are attached
         self.rope_factor = rope_factor              # linear RoPE scaling applied to the backbone (authors: 2.0)
         self.memory_layers = memory_layers          # None = every layer (paper); e.g. the last half (§4.7.2)
+        self.warmup = warmup                        # recipe that rebuilds a warm pool on load (MemoryLLM.warm_up)
+        kwargs.setdefault("architectures", ["MemoryLLM"])
         super().__init__(**kwargs)
         for name, allowed in (("memory_source", ("output", "input")), ("short_context", ("warn", "raise")),
                               ("bos_init", ("hidden", "randn"))):
@@ -80,22 +76,6 @@ class MemoryLLMConfig(PretrainedConfig):
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if num_blocks < 1 or num_tokens < 1:
             raise ValueError("num_blocks and num_tokens must be positive")
-
-
-class PoolKV:
-    """Projected keys/values of [bos_l; θ_l] for all layers: raw (un-rotated) keys and values
-    [B, L, kvh, 1+N, hd]; rotated keys are derived lazily. Immutable except for that lazy field, so a
-    memory snapshot can keep a reference instead of a copy."""
-
-    def __init__(self, key, raw_k, v):
-        self.key, self.raw_k, self.v, self._rot = key, raw_k, v, None
-
-    def prefix(self, model: "MemoryLLM"):
-        if self._rot is None:
-            T = self.raw_k.shape[-2]
-            cos, sin = model._rope(torch.arange(T, device=self.raw_k.device), self.raw_k)
-            self._rot = self.raw_k * cos + rotate_half(self.raw_k) * sin
-        return [(self._rot[:, l], self.v[:, l]) for l in range(self.raw_k.shape[1])]
 
 
 class MemoryLLM(PreTrainedModel, GenerationMixin):
@@ -157,6 +137,14 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
     def num_memories(self) -> int:
         return self._pool.shape[0]
 
+    @property
+    def kv_cached(self) -> bool:   # the pool's keys/values are cached: reused by reads, updated by writes
+        return self._pool_kv is not None
+
+    def clear_cache(self) -> None:
+        """Drop the cached keys/values of the pool; the next read projects it again."""
+        self._pool_kv = None
+
     def _has_memory(self, l: int) -> bool:
         ml = self.config.memory_layers
         return ml is None or l in ml or (l - self.L) in ml
@@ -203,71 +191,11 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         for l in range(self.L):
             self.bos_embedding[l, 0] = hs[l][0, 0]
 
-    def add_lora(self, r: int = 8, lora_alpha: int = 32, lora_dropout: float = 0.1,
-                 target_modules=("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj")) -> None:
-        """Attach LoRA adapters to φ in place (peft), as the authors did (o_proj is not targeted)."""
-        if self.config.lora is not None and any("lora_" in n for n, _ in self.base.named_parameters()):
-            raise ValueError("LoRA adapters are already attached")
-        from peft import LoraConfig, inject_adapter_in_model
-        spec = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(target_modules))
-        inject_adapter_in_model(LoraConfig(**spec), self.base)
-        self.train(self.training)   # new dropout modules start in train mode; follow ours
-        self.config.lora = spec
-        self._pool_kv = None
+    def add_lora(self, **spec) -> None:       # LoRA on φ in place (peft), the authors' targets by default
+        persistence.add_lora(self, **spec)
 
-    @contextlib.contextmanager
-    def adapters_disabled(self):
-        """`with model.adapters_disabled(): ...` runs φ without its LoRA deltas (the untouched backbone)."""
-        from peft.tuners.lora import LoraLayer
-        layers = [m for m in self.base.modules() if isinstance(m, LoraLayer)]
-        for m in layers:
-            m.enable_adapters(False)
-        self._pool_kv = None
-        try:
-            yield self
-        finally:
-            for m in layers:
-                m.enable_adapters(True)
-            self._pool_kv = None
-
-    # ------------------------------------------------------------------ input checks (raise before any change)
-    def _check_ids(self, input_ids, attention_mask=None, *, write: bool = False) -> None:
-        if not isinstance(input_ids, torch.Tensor):
-            raise TypeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
-        if input_ids.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"input_ids must be an integer tensor (int64), got dtype {input_ids.dtype}")
-        if input_ids.ndim != 2:
-            raise ValueError(f"input_ids must be 2-D [batch, tokens], got shape {tuple(input_ids.shape)}")
-        if input_ids.shape[1] == 0 or input_ids.shape[0] == 0:
-            raise ValueError("input_ids is empty: nothing to " + ("write into memory" if write else "read"))
-        vocab = self.base.config.vocab_size
-        lo, hi = int(input_ids.min()), int(input_ids.max())
-        if lo < 0 or hi >= vocab:
-            raise ValueError(f"input_ids out of vocabulary: values in [{lo}, {hi}], vocab size {vocab}")
-        if attention_mask is not None and write:
-            if attention_mask.shape != input_ids.shape:
-                raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape "
-                                 f"{tuple(input_ids.shape)}")
-            if (attention_mask.sum(-1) == 0).any():
-                raise ValueError("a context is all padding (attention_mask is all zeros): nothing to write")
-            if not bool(attention_mask.bool().all()):
-                raise ValueError("padded contexts are not supported by inject_memory: group contexts of equal "
-                                 "length, or write them one at a time")
-        if write:
-            pad = self.generation_config.pad_token_id
-            if attention_mask is None and pad is not None and bool((input_ids == pad).all(-1).any()):
-                raise ValueError(f"a context consists only of padding tokens (id {pad}): nothing to write")
-            n, m = input_ids.shape[1], self.config.min_context_tokens
-            if n < m:
-                msg = (f"context of {n} tokens is shorter than min_context_tokens={m} (the authors trained with at "
-                       f"least 16); retention of very short writes is poor")
-                if self.config.short_context == "raise":
-                    raise ValueError(msg)
-                warnings.warn(msg, stacklevel=3)
-
-    def _check_batch(self, B: int) -> None:
-        if self.num_memories not in (1, B):
-            raise ValueError(f"batch of {B} but the model holds {self.num_memories} independent memories")
+    def adapters_disabled(self):               # `with model.adapters_disabled():` runs the untouched backbone
+        return persistence.adapters_disabled(self)
 
     # ------------------------------------------------------------------ small helpers around the HF layers
     def _rope(self, positions: torch.Tensor, like: torch.Tensor):
@@ -340,12 +268,12 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         """Per-layer (k, v) of [bos_l; θ_l] at positions 0..N, cached across reads."""
         if not self._cacheable():
             raw_k, v = self._project_pool_rows(self._pool, with_bos=True)
-            return PoolKV(None, raw_k, v).prefix(self)
+            return PoolKV(None, raw_k, v).prefix(self._rope)
         key = (id(self._pool), self._pool._version, self._weights_key())
         if self._pool_kv is None or self._pool_kv.key != key:
             with torch.no_grad():
                 self._pool_kv = PoolKV(key, *self._project_pool_rows(self._pool, with_bos=True))
-        return self._pool_kv.prefix(self)
+        return self._pool_kv.prefix(self._rope)
 
     def _rows_prefix(self, rows: torch.Tensor):
         """Per-layer (k, v) of [bos_l; rows_l] (training reads: the new K vectors, or subset + delta)."""
@@ -362,58 +290,25 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         are handled here: `attention_mask`, if given, covers only the real tokens (left padding allowed), and
         `position_ids` is ignored. `memory_rows` [B, L, m, d] replaces the pool (training reads);
         `use_memory=False` runs the plain backbone (the "borderline")."""
-        self._check_ids(input_ids)
+        checks.ids(self, input_ids)
         B, q = input_ids.shape
         cache = past_key_values
         if cache is not None and not isinstance(cache, MemoryCache):
             raise TypeError(f"past_key_values must be a MemoryCache (from model.generate), got {type(cache)}")
         if cache is None and use_cache:
             cache = MemoryCache()
-        if cache is not None and cache.is_primed:
+        if cache is not None and cache.is_primed:       # later decoding steps: the prefix is already inside
             P, layer_cache = cache.prefix_len, cache
         else:
-            if memory_rows is not None:
-                self._check_rows(memory_rows, B)
-                prefix = self._rows_prefix(memory_rows.to(self.dtype))
-            elif use_memory and self.initialized:
-                self._check_batch(B)
-                prefix = self._pool_prefix()
-            else:
-                prefix = None
-            if prefix is not None:
-                prefix = self._without_memory_layers(prefix)
-                if prefix[0][0].shape[0] != B:
-                    prefix = [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in prefix]
+            prefix = self._read_prefix(B, use_memory, memory_rows)
             P = max(k.shape[-2] for k, _ in prefix) if prefix is not None else 0
             if cache is not None:
-                if prefix is None:
-                    c = self.base.config
-                    hd = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-                    empty = torch.empty(B, c.num_key_value_heads, 0, hd, dtype=self.dtype, device=self.device)
-                    prefix = [(empty, empty)] * self.L
-                cache.prime(prefix)
+                cache.prime(prefix if prefix is not None else self._empty_prefix(B))
                 layer_cache = cache
             else:
                 layer_cache = PrefixOnly(prefix) if prefix is not None else None
         past = cache.get_seq_length() if cache is not None else 0
-        dev = input_ids.device
-
-        if attention_mask is None:
-            pos = (P + past + torch.arange(q, device=dev))[None].expand(B, q)
-            eager = self.base.config._attn_implementation == "eager"
-            allowed = None if (q == 1 or (P + past == 0 and not eager)) else self._causal(q, P + past, dev)
-        else:
-            if attention_mask.shape != (B, past + q):
-                raise ValueError(f"attention_mask must cover the real tokens only: expected shape {(B, past + q)}, "
-                                 f"got {tuple(attention_mask.shape)}")
-            am = attention_mask.bool()
-            pos = P + (am.long().cumsum(-1) - 1).clamp(min=0)[:, -q:]
-            keys_ok = torch.cat([am.new_ones(B, P), am], 1)[:, None, :]           # [B, 1, kv]
-            allowed = keys_ok & self._causal(q, P + past, dev)                    # [B, q, kv]
-            allowed[:, torch.arange(q), P + past + torch.arange(q)] = True        # pad rows see themselves: no NaN
-            if q == 1 and bool(am.all()):
-                allowed = None
-        mask = self._mask(allowed)
+        pos, mask = self._positions_and_mask(B, q, P, past, attention_mask, input_ids.device)
 
         h = self.base.get_input_embeddings()(input_ids)
         cos_sin = self.base.model.rotary_emb(h, pos)
@@ -432,16 +327,55 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
                                                ignore_index=-100)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
 
+    def _read_prefix(self, B: int, use_memory: bool, memory_rows):
+        """What the queries attend to before the input, per layer (k, v): [bos_l; θ_l] (cached), given rows
+        (training), or None (no memory, or an empty pool)."""
+        if memory_rows is not None:
+            checks.rows(self, memory_rows, B)
+            prefix = self._rows_prefix(memory_rows.to(self.dtype))
+        elif use_memory and self.initialized:
+            checks.batch(self, B)
+            prefix = self._pool_prefix()
+        else:
+            return None
+        prefix = self._without_memory_layers(prefix)
+        if prefix[0][0].shape[0] != B:
+            prefix = [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in prefix]
+        return prefix
+
+    def _empty_prefix(self, B: int):
+        attn = self.layers[0].self_attn
+        empty = torch.empty(B, self.base.config.num_key_value_heads, 0, attn.head_dim, dtype=self.dtype,
+                            device=self.device)
+        return [(empty, empty)] * self.L
+
+    def _positions_and_mask(self, B: int, q: int, P: int, past: int, attention_mask, dev):
+        """The input sits after the P prefix rows and `past` cached tokens: positions P+past.. and a mask in
+        which the prefix is always visible. Left padding: positions count real tokens only; pad rows see
+        themselves so no row is all-masked (NaN)."""
+        if attention_mask is None:
+            pos = (P + past + torch.arange(q, device=dev))[None].expand(B, q)
+            eager = self.base.config._attn_implementation == "eager"
+            allowed = None if (q == 1 or (P + past == 0 and not eager)) else self._causal(q, P + past, dev)
+            return pos, self._mask(allowed)
+        if attention_mask.shape != (B, past + q):
+            raise ValueError(f"attention_mask must cover the real tokens only: expected shape {(B, past + q)}, "
+                             f"got {tuple(attention_mask.shape)}")
+        am = attention_mask.bool()
+        pos = P + (am.long().cumsum(-1) - 1).clamp(min=0)[:, -q:]
+        keys_ok = torch.cat([am.new_ones(B, P), am], 1)[:, None, :]           # [B, 1, kv]
+        allowed = keys_ok & self._causal(q, P + past, dev)                    # [B, q, kv]
+        allowed[:, torch.arange(q), P + past + torch.arange(q)] = True
+        if q == 1 and bool(am.all()):
+            allowed = None
+        return pos, self._mask(allowed)
+
     def generate(self, input_ids=None, attention_mask=None, **kwargs):
         """HF `generate` reading the memory: pass `use_memory=False` for the plain backbone. A fresh MemoryCache
         holds the memory prefix, so the caller never builds masks or positions for it."""
-        self._check_ids(input_ids)
+        checks.ids(self, input_ids)
         kwargs.setdefault("past_key_values", MemoryCache())
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-
-    def _check_rows(self, rows, B):
-        if rows.ndim != 4 or rows.shape[1] != self.L or rows.shape[3] != self.d or rows.shape[0] not in (1, B):
-            raise ValueError(f"memory rows must be [B, L={self.L}, m, d={self.d}], got {tuple(rows.shape)}")
 
     # ------------------------------------------------------------------ write: inject_memory / write_memory
     def inject_memory(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -450,18 +384,18 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         Returns delta [B, L, K, d] (with gradient when grad is enabled). `memory_rows` [B, L, K, d] replaces the
         last K pool vectors as the write's prefix (training chains writes through it). B > 1 writes into B
         independent memories (see `expand_memories`); contexts in one batch must have equal length."""
-        self._check_ids(input_ids, attention_mask, write=True)
+        checks.ids(self, input_ids, attention_mask, write=True)
         B = input_ids.shape[0]
         if memory_rows is not None:
-            self._check_rows(memory_rows, B)
+            checks.rows(self, memory_rows, B)
             if memory_rows.shape[2] != self.K:
                 raise ValueError(f"memory_rows for a write must hold K={self.K} vectors per layer")
             last = memory_rows
         elif self.initialized:
-            self._check_batch(B)
+            checks.batch(self, B)
             last = self._pool[:, :, -self.K:]
         else:
-            self._check_batch(B)
+            checks.batch(self, B)
             last = None
         if last is not None and last.shape[0] != B:
             last = last.expand(B, -1, -1, -1)
@@ -514,29 +448,25 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             h = out[:, -n:]
         return torch.stack(deltas, 1)
 
-    def _draw_keep(self, B: int) -> torch.Tensor:
-        """Sorted indices of the N-K survivors, [B, L, N-K]: uniform without replacement, independent per layer
-        (the authors' training code; their 7B inference shares one draw: drop_memory_per_layer=False)."""
+    def draw_survivors(self, B: int) -> torch.Tensor:
+        """Sorted indices of the N-K survivors of the next write, [B, L, N-K], drawn from the model's generator:
+        uniform without replacement, independent per layer (the authors' training code; their 7B inference
+        shares one draw: drop_memory_per_layer=False)."""
         layers = self.L if self.config.drop_memory_per_layer else 1
-        scores = torch.rand(B, layers, self.N, generator=self.generator)
-        keep = scores.argsort(-1)[..., :self.N - self.K].sort(-1).values
+        keep = random_subset(B, layers, self.N, self.N - self.K, self.generator)
         return keep.expand(B, self.L, -1).to(self._pool.device)
+
+    def sample_memory_rows(self, keep: int, generator: torch.Generator) -> torch.Tensor:
+        """`keep` old vectors per layer, a sorted uniform subset drawn independently per layer from `generator`:
+        [1, L, keep, d] (training reads the pool as it would look after some writes, §3.2)."""
+        idx = random_subset(1, self.L, self.N, keep, generator).to(self._pool.device)
+        return self._pool[:1].gather(2, idx[..., None].expand(-1, -1, -1, self.d))
 
     @torch.no_grad()
     def write_memory(self, delta: torch.Tensor) -> None:
         """Commit delta [B, L, K, d]: drop K random vectors per layer, keep order, append delta (§3.1.2)."""
-        if not isinstance(delta, torch.Tensor):
-            raise TypeError(f"delta must be a torch.Tensor, got {type(delta).__name__}")
-        if not delta.is_floating_point():
-            raise TypeError(f"delta must be a floating-point tensor, got {delta.dtype}")
-        B, L, N, K, d = self.num_memories, self.L, self.N, self.K, self.d
-        ok_rows = delta.ndim == 4 and (delta.shape[2] == K or (not self.initialized and 1 <= delta.shape[2] <= K))
-        if not ok_rows or delta.shape[0] != B or delta.shape[1] != L or delta.shape[3] != d:
-            raise ValueError(f"delta must have shape [{B}, {L}, {K}, {d}] (memories, layers, K, d), "
-                             f"got {tuple(delta.shape)}")
-        if not bool(torch.isfinite(delta).all()):
-            raise ValueError("delta contains non-finite values (nan/inf); the memory was not changed")
-        delta = delta.detach().to(self._pool.dtype, copy=False)
+        delta = checks.delta(self, delta)          # cast to the pool's dtype, then checked (shape, finite)
+        B, N = delta.shape[0], self.N
         old_kv = self._pool_kv
         if not self.initialized:
             k = delta.shape[2]
@@ -544,7 +474,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             new = torch.cat([delta.repeat(1, 1, reps, 1), delta[:, :, k - rest:]], 2)
             keep = None
         else:
-            keep = self._draw_keep(B)
+            keep = self.draw_survivors(B)
             new = _drop_and_append(self._pool, keep, delta)
         # Incremental key/value update: gather survivors' projections, project only the K new vectors.
         new_kv = None
@@ -580,6 +510,39 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(seed)
 
+    def memory_state(self) -> dict[str, torch.Tensor]:
+        """Everything that defines the memory: pool [B, L, N, d], `initialized`, the drop generator's state."""
+        return {"memory": self._pool, "initialized": torch.tensor(int(self.initialized)),
+                "generator_state": self.generator.get_state()}
+
+    @torch.no_grad()
+    def set_memory(self, memory: torch.Tensor, initialized: bool = True,
+                   generator_state: torch.Tensor | None = None) -> None:
+        """Replace the memory by `memory` ([L, N, d] or [B, L, N, d]): the whole input is checked (shape,
+        finiteness after the cast to the pool's dtype, generator state) before anything is assigned."""
+        mem = checks.memory(self, memory)
+        checks.generator_state(generator_state)
+        self._pool, self.initialized, self._pool_kv = mem, bool(initialized), None
+        if generator_state is not None:
+            self.generator.set_state(generator_state)
+
+    # ------------------------------------------------------------------ persistence: see persistence.py
+    def save_memory(self, path) -> None:                  # pool + initialized + generator state, one file
+        persistence.save_memory(self, path)
+
+    def load_memory(self, path) -> None:                  # checked first: a bad file changes nothing
+        persistence.load_memory(self, path)
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        persistence.save_pretrained(self, save_directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path, *args, **kwargs) -> "MemoryLLM":   # our folders, snapshots, authors' format
+        return persistence.from_pretrained(cls, path, *args, **kwargs)
+
+    def warm_up(self, **recipe) -> None:                  # rebuild a warm pool from `config.warmup`'s recipe
+        persistence.warm_up(self, **recipe)
+
     @contextlib.contextmanager
     def memory_snapshot(self):
         """`with model.memory_snapshot(): ...` restores pool, generator and caches on exit (O(1): writes never
@@ -591,136 +554,6 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             self._pool, self.initialized, gen, self._pool_kv = state
             self.generator.set_state(gen)
 
-    def _memory_meta(self) -> dict:
-        return {"format": MEMORY_FORMAT, "L": self.L, "N": self.N, "K": self.K, "d": self.d,
-                "num_blocks": self.config.num_blocks, "num_tokens": self.config.num_tokens}
-
-    def save_memory(self, path) -> None:
-        """Pool, initialized flag and generator state in one safetensors file."""
-        tensors = {"memory": self._pool.contiguous(), "initialized": torch.tensor(int(self.initialized)),
-                   "generator_state": self.generator.get_state()}
-        meta = {k: str(v) for k, v in self._memory_meta().items()}
-        save_file(tensors, str(path), metadata=meta)
-
-    def load_memory(self, path) -> None:
-        """Load a file written by save_memory; a file from a different config raises and changes nothing."""
-        from safetensors import safe_open
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if meta.get("format") != MEMORY_FORMAT or "memory" not in tensors:
-            raise ValueError(f"{path} is not a memoryllm-repro memory file")
-        want = {k: str(v) for k, v in self._memory_meta().items()}
-        diff = {k: (meta.get(k), v) for k, v in want.items() if meta.get(k) != v}
-        if diff:
-            raise ValueError(f"memory file {path} was saved for a different config: (file, model) = {diff}")
-        mem = tensors["memory"]
-        if mem.ndim != 4 or tuple(mem.shape[1:]) != (self.L, self.N, self.d):
-            raise ValueError(f"memory tensor has shape {tuple(mem.shape)}")
-        if not bool(torch.isfinite(mem).all()):
-            raise ValueError(f"memory file {path} holds non-finite values")
-        self._pool = mem.to(self._pool.dtype).to(self._pool.device)
-        self.initialized = bool(tensors["initialized"].item())
-        self.generator.set_state(tensors["generator_state"])
-        self._pool_kv = None
-
-    # ------------------------------------------------------------------ save / load
-    def _own_state(self) -> dict:
-        sd = {"bos_embedding": self.bos_embedding.detach(),
-              "new_memory_positional_emb": self.new_memory_positional_emb.detach()}
-        for name, p in self.base.named_parameters():
-            if "lora_" in name:
-                sd["base." + name] = p.detach()
-        return sd
-
-    def _backbone_state(self) -> dict:
-        """Plain backbone weights (LoRA wrappers unwrapped, LoRA deltas not merged)."""
-        sd = {}
-        for name, t in self.base.state_dict().items():
-            if "lora_" in name:
-                continue
-            sd[name.replace(".base_layer.", ".")] = t.contiguous()
-        if getattr(self.base.config, "tie_word_embeddings", False):
-            sd.pop("lm_head.weight", None)
-        return sd
-
-    def save_pretrained(self, save_directory, save_memory: bool = True, save_backbone: bool | None = None,
-                        tokenizer=None, dtype: torch.dtype | None = None, save_tokenizer: bool = True, **_):
-        """Write config, learned vectors + LoRA adapter, the memory (optional) and the tokenizer. The backbone is
-        saved only when it cannot be found again by name (`config.backbone` is None) or when asked."""
-        out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(out)
-        own = {k: (v.to(dtype) if dtype is not None else v).contiguous() for k, v in self._own_state().items()}
-        save_file(own, str(out / WEIGHTS_FILE), metadata={"format": "memoryllm-repro-v1"})
-        if save_memory:
-            self.save_memory(out / MEMORY_FILE)
-        if save_backbone or (save_backbone is None and self.config.backbone is None):
-            (out / "backbone").mkdir(exist_ok=True)
-            self.base.config.save_pretrained(out / "backbone")
-            save_file(self._backbone_state(), str(out / "backbone" / "model.safetensors"), metadata={"format": "pt"})
-        if tokenizer is None and self.config.backbone is not None and save_tokenizer:
-            try:
-                tokenizer = load_tokenizer(self.config.backbone)
-            except Exception as err:   # a hub id offline: the checkpoint is still complete without it
-                warnings.warn(f"tokenizer not saved: {err}")
-        if tokenizer is not None and save_tokenizer:
-            tokenizer.save_pretrained(out)
-
-    @classmethod
-    def from_pretrained(cls, path, dtype: torch.dtype | None = torch.float32, attn_implementation: str = "sdpa",
-                        load_memory: bool = True, **_):
-        """Load a folder written by save_pretrained (local path, or a hub id fetched with huggingface_hub)."""
-        local = Path(path)
-        if not local.is_dir():
-            from huggingface_hub import snapshot_download
-            local = Path(snapshot_download(str(path)))
-        cfg_dict = json.loads((local / "config.json").read_text())
-        from .official import is_official, load_official
-        if is_official(cfg_dict):      # the authors' format (YuWangX/memoryllm-7b): convert on load
-            return load_official(local, dtype=dtype or torch.float32, attn_implementation=attn_implementation)
-        if cfg_dict.get("model_type") != "memoryllm" or "backbone_config" not in cfg_dict:
-            raise ValueError(f"{path} is not a memoryllm-repro checkpoint (no backbone_config in config.json)")
-        config = MemoryLLMConfig.from_pretrained(local)
-        if (local / "backbone").is_dir():
-            base = load_backbone(str(local / "backbone"), dtype=dtype, attn_implementation=attn_implementation)
-        elif config.backbone:
-            base = load_backbone(config.backbone, dtype=dtype, attn_implementation=attn_implementation,
-                                 rope_factor=getattr(config, "rope_factor", None))
-        else:
-            raise ValueError(f"{path} has neither a backbone folder nor a backbone name")
-        model = cls(config, base)
-        if config.lora:
-            spec, config.lora = dict(config.lora), None
-            model.add_lora(**spec)
-        own = load_file(str(local / WEIGHTS_FILE))
-        with torch.no_grad():
-            model.bos_embedding.copy_(own.pop("bos_embedding"))
-            model.new_memory_positional_emb.copy_(own.pop("new_memory_positional_emb"))
-            if own:
-                params = dict(model.named_parameters())
-                missing = [k for k in own if k not in params]
-                if missing:
-                    raise ValueError(f"unexpected tensors in {WEIGHTS_FILE}: {missing[:5]}")
-                for k, v in own.items():
-                    params[k].copy_(v)
-        if load_memory and (local / MEMORY_FILE).is_file():
-            model.load_memory(local / MEMORY_FILE)
-        elif load_memory and getattr(config, "warmup", None):
-            model.eval().warm_up(**config.warmup)
-        return model.eval()
-
-    @torch.no_grad()
-    def warm_up(self, source: str = "generic", num_writes: int | None = None, seed: int = 0,
-                min_len: int = 64, max_len: int = 128, tokenizer=None) -> None:
-        """Rebuild a warm pool deterministically: reset, then write `num_writes` (default N/K) chunks of the
-        bundled generic text. Checkpoints store this recipe instead of a pool (66 MB for the small model)."""
-        from .data.corpus import warmup_contexts
-        tok = tokenizer or load_tokenizer(self.config.backbone or "smollm2-135m")
-        self.reset_memory()
-        self.seed(seed)
-        for ids in warmup_contexts(tok, num_writes or self.config.num_blocks, seed, min_len, max_len, source):
-            self.inject_memory(torch.tensor([ids], device=self.device))
 
 
 def _drop_and_append(old: torch.Tensor, keep: torch.Tensor, fresh: torch.Tensor, skip: int = 0,
@@ -742,6 +575,11 @@ def _drop_and_append(old: torch.Tensor, keep: torch.Tensor, fresh: torch.Tensor,
                                out=dst.narrow(d, skip, keep.shape[2]))
             dst.narrow(d, skip + keep.shape[2], fresh.shape[dim]).copy_(fresh[b, l])
     return out
+
+
+def random_subset(B: int, L: int, N: int, keep: int, generator: torch.Generator) -> torch.Tensor:
+    """[B, L, keep] sorted indices: a uniform subset of range(N) without replacement, independent per (b, l)."""
+    return torch.rand(B, L, N, generator=generator).argsort(-1)[..., :keep].sort(-1).values
 
 
 def expected_retention(t, N: int, K: int) -> float:

@@ -11,7 +11,7 @@ from memoryllm_repro.train import TrainConfig, Trainer  # noqa: E402
 
 
 def main(out_dir):
-    cfg = TrainConfig(out_dir=out_dir, steps=3, num_blocks=4, num_tokens=8, eval_every=0, save_every=100,
+    cfg = TrainConfig(out_dir=out_dir, steps=3, model=dict(num_blocks=4, num_tokens=8), eval_every=0, save_every=100,
                       lr=1e-2, curriculum_steps=[1], curriculum_values=[1, 2], threads=1)
     tr = Trainer(cfg, model=lora_model(0), tokenizer=object(), samples=RandomSamples())
     assert tr.acc.num_processes == 2, tr.acc.num_processes

@@ -7,7 +7,7 @@ from memoryllm_repro.train import TrainConfig, Trainer
 
 
 def test_export_and_warm_load(tmp_path):
-    cfg = TrainConfig(base="tiny-random-llama", num_blocks=4, num_tokens=16, out_dir=str(tmp_path / "run"),
+    cfg = TrainConfig(model=dict(backbone="tiny-random-llama", num_blocks=4, num_tokens=16), out_dir=str(tmp_path / "run"),
                       steps=2, eval_every=0, save_every=1, min_len=24, max_len=48, threads=1)
     tr = Trainer(cfg)
     tr.train()

@@ -75,7 +75,7 @@ def test_first_write_tiles_plain_pass():
 def test_pool_invariants_after_writes():
     model = make_model()
     fill(model, writes=1)
-    model._pool = torch.randn_like(model._pool)   # distinct rows, so survivors can be matched by value
+    model.set_memory(torch.randn_like(model.memory))   # distinct rows, so survivors can be matched by value
     for step in range(6):
         old = model.memory.clone()
         delta = model.inject_memory(rand_ids(13, seed=100 + step))[0]
@@ -96,7 +96,7 @@ def test_pool_invariants_after_writes():
 
 def test_shared_drops_when_not_per_layer():
     model = make_model(drop_memory_per_layer=False)
-    keep = model._draw_keep(1)
+    keep = model.draw_survivors(1)
     assert all(torch.equal(keep[0, 0], keep[0, l]) for l in range(model.L))
 
 
@@ -122,9 +122,9 @@ def test_incremental_cache_equals_recompute():
         model(ids)                                  # builds the cache
         for step in range(4):
             model.inject_memory(rand_ids(10, seed=step))
-            assert model._pool_kv is not None       # updated incrementally, not dropped
+            assert model.kv_cached       # updated incrementally, not dropped
             cached = model(ids).logits
-            model._pool_kv = None
+            model.clear_cache()
             fresh = model(ids).logits
             assert torch.allclose(cached, fresh, atol=1e-10)
 
@@ -137,7 +137,7 @@ def test_cache_invalidated_by_weight_change():
         before = model(ids).logits
         model.layers[0].self_attn.k_proj.weight.add_(0.1)   # in place, like an optimizer step
         after = model(ids).logits
-        model._pool_kv = None
+        model.clear_cache()
         assert torch.allclose(after, model(ids).logits, atol=1e-10)
     assert not torch.allclose(before, after)
 

@@ -94,7 +94,7 @@ def test_batched_memories_match_one_by_one(tok):
     (FIFO), every prediction equals the one-example-at-a-time run, and the pool is restored afterwards."""
     model = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
     N, K, L = model.N, model.K, model.L
-    model._draw_keep = lambda B: torch.arange(K, N).expand(B, L, -1)
+    model.draw_survivors = lambda B: torch.arange(K, N).expand(B, L, -1)
     examples, distractors = heldout_retention_set(5, 4, seed=0)
     model.inject_memory(tok("Context: a warm pool before the evaluation starts, long enough to write.",
                             return_tensors="pt").input_ids)

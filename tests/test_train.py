@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import make_model, rand_ids
+from memoryllm_repro import MemoryLLM
 from memoryllm_repro.train import (TrainConfig, Trainer, base_distillation, continuous_contexts_understanding,
                                    mitigating_forgetting, new_knowledge_incorporation, num_contexts)
 
@@ -97,7 +98,7 @@ def test_curriculum_matches_authors_rule():
 
 
 def make_trainer(tmp, steps, seed=0, **kw):
-    cfg = TrainConfig(**{**dict(out_dir=str(tmp), steps=steps, num_blocks=4, num_tokens=8, eval_every=0,
+    cfg = TrainConfig(**{**dict(out_dir=str(tmp), steps=steps, model=dict(num_blocks=4, num_tokens=8), eval_every=0,
                                 save_every=2, lr=1e-2, curriculum_steps=[2], curriculum_values=[1, 3], seed=seed),
                          **kw})
     return Trainer(cfg, model=lora_model(seed), tokenizer=object(), samples=RandomSamples())
@@ -138,8 +139,8 @@ def test_resume_continues_exactly(tmp_path):
 def test_cli_survives_kill_9(tmp_path):
     """A real `python -m memoryllm_repro.train` process killed with SIGKILL resumes from its last checkpoint."""
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "memoryllm_repro.train", "--config", "small", "--base", "tiny-random-llama",
-            "--num_blocks", "4", "--num_tokens", "16", "--save_every", "3", "--eval_every", "0",
+    args = [sys.executable, "-m", "memoryllm_repro.train", "--config", "small", "--model.backbone", "tiny-random-llama",
+            "--model.num_blocks", "4", "--model.num_tokens", "16", "--save_every", "3", "--eval_every", "0",
             "--out_dir", str(out), "--min_len", "24", "--max_len", "48", "--threads", "1"]
     env = dict(os.environ, TQDM_DISABLE="1")
     proc = subprocess.Popen(args + ["--steps", "5000"], env=env, stdout=subprocess.DEVNULL,
@@ -207,10 +208,32 @@ def test_distillation_term_is_logged_and_resumes(tmp_path):
     assert [json.loads(l)["step"] for l in (tmp_path / "log.jsonl").open()] == [1, 2, 3, 4, 5, 6]
 
 
-def test_command_line_overrides_parse_numbers():
-    from memoryllm_repro.train.loop import parse_overrides
-    assert parse_overrides(["--lr", "5e-4", "--steps=10", "--kl_weight", "1", "--out_dir", "runs/x"]) == \
-        {"lr": 5e-4, "steps": 10, "kl_weight": 1, "out_dir": "runs/x"}
+def test_command_line_parses_numbers_and_model_fields(capsys):
+    from memoryllm_repro.train.loop import MODEL_FIELDS, TrainConfig, parse_args
+    cfg = parse_args(["--lr", "5e-4", "--steps=10", "--kl_weight", "1", "--out_dir", "runs/x",
+                      "--model.num_blocks", "4", "--model.memory_layers", "[1, 2]"])
+    assert (cfg.lr, cfg.steps, cfg.kl_weight, cfg.out_dir) == (5e-4, 10, 1, "runs/x")
+    assert cfg.model.num_blocks == 4 and cfg.model.memory_layers == [1, 2] and cfg.model.num_tokens == 64
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = capsys.readouterr().out
+    import dataclasses
+    for f in dataclasses.fields(TrainConfig):          # every field of the training config is on --help
+        assert f.name == "model" or f"--{f.name} " in text, f.name
+    assert all(f"--model.{n}" in text for n in MODEL_FIELDS)
+    with pytest.raises(ValueError, match="unknown model option"):
+        TrainConfig.load("small", **{"model.num_block": 3})
+
+
+def test_snapshot_is_a_model_folder(tmp_path):
+    tr = make_trainer(tmp_path, steps=2)
+    tr.train()
+    snap = tmp_path / "checkpoints" / "step-0000002"
+    loaded = MemoryLLM.from_pretrained(snap)
+    assert torch.equal(loaded.memory, tr.model.memory) and loaded.initialized
+    trained = params(tr.model)
+    assert all(torch.equal(p, trained[n]) for n, p in loaded.named_parameters())
+    assert not list(snap.glob("*.pt")) and not list(snap.glob("*.pkl")) and not list(snap.glob("*.bin"))
 
 
 def test_second_stage_starts_from_another_runs_checkpoint(tmp_path):

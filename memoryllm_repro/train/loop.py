@@ -12,12 +12,15 @@ One optimizer step = `grad_accum` micro-batches of one document each (the author
   * after the step the contexts' new vectors are committed to the pool (no gradient). Under DDP every rank commits
     every rank's deltas in rank order with the same generator, so pools stay identical (the official code let
     ranks drift apart).
-Checkpoints (`out_dir/checkpoints/step-N`) hold the trainable weights only, the optimizer, RNG states, the trainer
-state and the pool; a killed run restarts from the newest one without repeating finished steps.
+Snapshots (`out_dir/checkpoints/step-N`) are `save_pretrained` folders (config, learned vectors, LoRA adapter,
+pool: `MemoryLLM.from_pretrained` loads one) with the trainer's state beside them: the optimizer, counters, RNG
+and data-stream state as JSON + safetensors, never pickle. A killed run restarts from the newest one without
+repeating finished steps.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import random
@@ -28,37 +31,44 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from .. import persistence
 from ..backbones import load_tokenizer
 from ..data.corpus import DefaultSamples, chunk_document, load_texts
-from ..model import MemoryLLM
+from ..model import MemoryLLM, MemoryLLMConfig
 from . import objectives
 
 from ..paths import TRAIN_CONFIGS as CONFIG_DIR
 
 
+# The memory model's own fields (MemoryLLMConfig's arguments, backbone_config aside, which comes from the backbone).
+MODEL_FIELDS = [n for n in inspect.signature(MemoryLLMConfig.__init__).parameters
+                if n not in ("self", "kwargs", "backbone_config")]
+DEFAULT_LORA = dict(r=8, lora_alpha=32, lora_dropout=0.1,        # the authors' adapter; o_proj is not targeted
+                    target_modules=["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+def model_config(**fields) -> MemoryLLMConfig:
+    """The model a run trains: MemoryLLMConfig fields, with the embedded backbone and the authors' LoRA by default."""
+    unknown = set(fields) - set(MODEL_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {MODEL_FIELDS}")
+    fields = {"backbone": "smollm2-135m", "lora": dict(DEFAULT_LORA), **fields}
+    return MemoryLLMConfig(**fields)
+
+
 @dataclass
 class TrainConfig:
-    base: str = "smollm2-135m"          # backbone φ: "smollm2-135m", a local path or hub id
-    num_blocks: int = 30                # N = num_blocks * num_tokens
-    num_tokens: int = 64                # K
-    memory_source: str = "output"       # "output" (paper) or "input" (ablation)
-    rope_factor: float | None = None    # linear RoPE scaling of the backbone (full preset: 2.0 as the authors)
-    memory_layers: list | None = None   # None = all layers; e.g. the last half for the §4.7.2 ablation
+    model: MemoryLLMConfig = field(default_factory=model_config)   # backbone φ, N, K, memory source, LoRA ...
     out_dir: str = "runs/small"
-    init_from: str | None = None        # a checkpoint folder of another run to continue from (a second stage)
+    init_from: str | None = None        # a snapshot folder of another run to continue from (a second stage)
     steps: int = 3000                   # optimizer steps
     grad_accum: int = 1                 # micro-batches (documents) per optimizer step
     lr: float = 1e-3                    # AdamW, constant (the authors used no schedule)
     weight_decay: float = 0.01          # torch AdamW default, as the authors
     max_grad_norm: float = 1.0          # 0 disables clipping (the authors had none)
-    lora_r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    lora_targets: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj",
-                                                        "down_proj"])
     train_bos: bool = False             # the BOS vectors stay fixed as in the authors' 7B run
     dtype: str = "float32"              # weights dtype
     mixed_precision: str = "no"         # accelerate: "no", "bf16", "fp16"
@@ -89,23 +99,69 @@ class TrainConfig:
 
     @classmethod
     def load(cls, name_or_path: str | None = None, **overrides) -> "TrainConfig":
+        """A preset name (memoryllm_repro/resources/train_configs/<name>.yaml) or a yaml path, then overrides;
+        model fields go under `model:` in yaml and as `model.<field>` (or a `model` dict) in overrides."""
         values = {}
         if name_or_path:
             path = Path(name_or_path)
             if not path.is_file():
                 path = CONFIG_DIR / f"{name_or_path}.yaml"
             values = yaml.safe_load(path.read_text()) or {}
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        for k, v in {**values, **overrides}.items():
-            if k not in names:
-                raise ValueError(f"unknown training option {k!r}")
-            values[k] = v
-        return cls(**values)
+        model = dict(values.pop("model", None) or {})
+        model.update(overrides.pop("model", None) or {})
+        for k in [k for k in overrides if k.startswith("model.")]:
+            model[k[len("model."):]] = overrides.pop(k)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names) + sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}")
+        return cls(**{**values, **overrides, "model": model})
+
+    def __post_init__(self):
+        if isinstance(self.model, dict):           # TrainConfig(model=dict(num_blocks=4, ...)) as in yaml
+            self.model = model_config(**self.model)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["model"] = {n: getattr(self.model, n) for n in MODEL_FIELDS}
+        return d
 
 
 def num_contexts(step: int, cfg: TrainConfig) -> int:
     """Curriculum C(step): values[i] with i = number of checkpoints strictly below step (the authors' rule)."""
     return cfg.curriculum_values[sum(step > s for s in cfg.curriculum_steps)]
+
+
+TRAINER_FORMAT = "memoryllm-repro-trainer-v1"
+TRAINER_STATE = "trainer_state.json"
+TRAINER_TENSORS = "trainer_state.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+
+
+def optimizer_state(opt, names: list[str]) -> tuple[dict, dict]:
+    """An optimizer's state_dict as flat tensors + JSON (no pickle). Parameters are recorded by name."""
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items() if torch.is_tensor(v)}
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "param_names": names}
+
+
+def load_optimizer_state(tensors: dict, meta: dict, names: list[str], where) -> dict:
+    if meta.get("param_names") != names:
+        raise ValueError(f"{where}: the optimizer was saved for other trainable parameters")
+    state: dict = {}
+    for key, v in tensors.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def truncate_jsonl(path: Path, max_step: int) -> None:
+    """Drop the records of steps after `max_step` (they are redone after a resume), atomically."""
+    if not path.exists():
+        return
+    lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= max_step]
+    persistence.write_text(path, "".join(l + "\n" for l in lines))
 
 
 class CorpusSamples:
@@ -153,16 +209,10 @@ class Objective(nn.Module):
         return loss, deltas
 
 
-def trainable_state(model: MemoryLLM) -> dict:
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def build_model(cfg: TrainConfig) -> MemoryLLM:
-    model = MemoryLLM.from_base(cfg.base, num_blocks=cfg.num_blocks, num_tokens=cfg.num_tokens,
-                                dtype=getattr(torch, cfg.dtype), memory_source=cfg.memory_source, seed=cfg.seed,
-                                rope_factor=cfg.rope_factor, memory_layers=cfg.memory_layers)
-    model.add_lora(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                   target_modules=cfg.lora_targets)
+    fields = {n: getattr(cfg.model, n) for n in MODEL_FIELDS if n not in ("backbone", "lora")}
+    model = MemoryLLM.from_base(cfg.model.backbone, dtype=getattr(torch, cfg.dtype), **fields)
+    model.add_lora(**(cfg.model.lora or DEFAULT_LORA))
     for n, p in model.named_parameters():
         p.requires_grad = ("lora_" in n or n == "new_memory_positional_emb"
                            or (cfg.train_bos and n == "bos_embedding"))
@@ -181,7 +231,7 @@ class Trainer:
             cpu=not torch.cuda.is_available(),   # CPU-only: multi-process runs use gloo
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         self.out = Path(cfg.out_dir)
-        self.tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.base)
+        self.tok = tokenizer if tokenizer is not None else load_tokenizer(cfg.model.backbone)
         self.model = (model or build_model(cfg)).to(self.acc.device)
         if samples is None:
             if cfg.corpus:
@@ -197,78 +247,80 @@ class Trainer:
         self.state = {"step": 0, "micro": 0, "last_indicator": 1, "nuc": 0, "cached": None}
         self.rng = random.Random(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.acc.register_save_state_pre_hook(self._save_hook)
-        self.acc.register_load_state_pre_hook(self._load_hook)
 
-    # ---------------------------------------------------------------- checkpoints
-    def _save_hook(self, models, weights, output_dir):
-        if self.acc.is_main_process:
-            save_file(trainable_state(self.model), os.path.join(output_dir, "trainable.safetensors"))
-        weights.clear()          # the frozen backbone is not saved: it is reloaded from its source
-
-    def _load_hook(self, models, input_dir):
-        sd = load_file(os.path.join(input_dir, "trainable.safetensors"))
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for k, v in sd.items():
-                params[k].copy_(v)
-        models.clear()
-
-    def checkpoints(self) -> list[Path]:
-        root = self.out / "checkpoints"
-        return sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if root.is_dir() else []
-
+    # ---------------------------------------------------------------- snapshots
     def save(self) -> Path:
+        """Write `step-N` atomically: a model folder plus the trainer's state, built in `step-N.tmp`, then renamed
+        (a kill leaves the previous snapshot intact and at most a stale .tmp, removed on the next start)."""
         final = self.out / "checkpoints" / f"step-{self.state['step']:07d}"
         tmp = final.with_name(final.name + ".tmp")
         if self.acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-        self.acc.wait_for_everyone()
-        self.acc.save_state(str(tmp))
-        if self.acc.is_main_process:
-            self.model.save_memory(tmp / "memory.safetensors")
-            st = dict(self.state, cached=None)
-            torch.save({"state": st, "cached": self.state["cached"], "rng": self.rng.getstate(),
-                        "gen": self.gen.get_state()}, tmp / "trainer.pt")
-            (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(self.cfg), indent=1))
+            self.model.save_pretrained(tmp, save_tokenizer=False, model_card=False)
+            tensors = {"gen": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
+            if self.state["cached"] is not None:
+                tensors["cached"] = self.state["cached"]
+            if torch.cuda.is_available():
+                tensors["cuda_rng"] = torch.cuda.get_rng_state()
+            persistence.save_tensors(tensors, tmp / TRAINER_TENSORS)
+            opt_tensors, opt_meta = optimizer_state(self.opt, self._trainable_names())
+            persistence.save_tensors(opt_tensors, tmp / OPTIMIZER_FILE)
+            st = {k: v for k, v in self.state.items() if k != "cached"}
+            rng = self.rng.getstate()
+            persistence.write_text(tmp / TRAINER_STATE, json.dumps(
+                {"format": TRAINER_FORMAT, "state": st, "python_rng": [rng[0], list(rng[1]), rng[2]],
+                 "optimizer": opt_meta, "train_config": self.cfg.to_dict()}, indent=1, default=str))
             shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)            # atomic: a kill leaves either the old or the new checkpoint
-            for old in self.checkpoints()[:-self.cfg.keep_checkpoints]:
+            os.replace(tmp, final)
+            for old in persistence.snapshots(self.out)[:-self.cfg.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
         self.acc.wait_for_everyone()
         return final
 
+    def _trainable_names(self) -> list[str]:
+        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+
     def resume(self) -> bool:
-        ckpts = self.checkpoints()
-        if not ckpts and self.cfg.init_from:   # a new stage starts from another run's checkpoint (copied)
+        if self.acc.is_main_process:          # leftovers of a kill during a save
+            for stale in (self.out / "checkpoints").glob("*.tmp") if (self.out / "checkpoints").is_dir() else []:
+                shutil.rmtree(stale, ignore_errors=True)
+        snaps = persistence.snapshots(self.out)
+        if not snaps and self.cfg.init_from:   # a new stage starts from another run's snapshot (copied)
             src = Path(self.cfg.init_from)
-            if not (src / "trainer.pt").is_file():
-                raise FileNotFoundError(f"init_from={src} is not a training checkpoint (no trainer.pt)")
+            if not (src / TRAINER_STATE).is_file():
+                raise FileNotFoundError(f"init_from={src} is not a training snapshot (no {TRAINER_STATE})")
             if self.acc.is_main_process:
                 tmp = self.out / "checkpoints" / (src.name + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
                 shutil.copytree(src, tmp)
                 os.replace(tmp, tmp.with_name(src.name))
             self.acc.wait_for_everyone()
-            ckpts = self.checkpoints()
-        if not ckpts:
+            snaps = persistence.snapshots(self.out)
+        if not snaps:
             return False
-        ck = ckpts[-1]
-        self.acc.load_state(str(ck))
-        self.model.load_memory(ck / "memory.safetensors")
-        blob = torch.load(ck / "trainer.pt", weights_only=False)
-        self.state = dict(blob["state"], cached=blob["cached"])
-        self.rng.setstate(blob["rng"])
-        self.gen.set_state(blob["gen"])
+        snap = snaps[-1]
+        meta = json.loads((snap / TRAINER_STATE).read_text())
+        if meta.get("format") != TRAINER_FORMAT:
+            raise ValueError(f"{snap}: unknown trainer state format {meta.get('format')!r}")
+        tensors = load_file(str(snap / TRAINER_TENSORS))
+        opt_state = load_optimizer_state(load_file(str(snap / OPTIMIZER_FILE)), meta["optimizer"],
+                                         self._trainable_names(), snap)
+        persistence.load_weights(self.model, snap)       # checked: exact keys and shapes
+        self.model.load_memory(snap / persistence.MEMORY_FILE)
+        self.opt.load_state_dict(opt_state)
+        self.state = dict(meta["state"], cached=tensors.get("cached"))
+        v, internal, gauss = meta["python_rng"]
+        self.rng.setstate((v, tuple(internal), gauss))
+        self.gen.set_state(tensors["gen"])
+        torch.set_rng_state(tensors["torch_rng"])        # LoRA dropout draws from it
+        if "cuda_rng" in tensors and torch.cuda.is_available():
+            torch.cuda.set_rng_state(tensors["cuda_rng"])
         for g in self.opt.param_groups:      # the config's learning rate wins over the one saved in the optimizer
             g["lr"] = self.cfg.lr
-        log = self.out / "log.jsonl"       # steps logged after the checkpoint are redone: drop their lines
-        if self.acc.is_main_process and log.exists():
-            lines = [l for l in log.read_text().splitlines() if l and json.loads(l)["step"] <= self.state["step"]]
-            tmp = log.with_suffix(".tmp")
-            tmp.write_text("".join(l + "\n" for l in lines))
-            os.replace(tmp, log)
+        if self.acc.is_main_process:          # steps logged after the snapshot are redone: drop their lines
+            for name in ("log.jsonl", "val.jsonl"):
+                truncate_jsonl(self.out / name, self.state["step"])
         return True
 
     # ---------------------------------------------------------------- one micro-batch
@@ -309,7 +361,7 @@ class Trainer:
         """Fill the pool before training (the authors' run got its first write from a validation pass): write
         N/K contexts from a separate sample stream, in order, without gradient."""
         with torch.no_grad():
-            for i in range(self.cfg.num_blocks):
+            for i in range(self.cfg.model.num_blocks):
                 s = self.samples.sample(-1 - i, 1)
                 self.model.inject_memory(self._tensor(s["contexts"][0]))
 
@@ -341,7 +393,7 @@ class Trainer:
         if not resumed:
             self.warm_pool()
             if acc.is_main_process:
-                (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
+                persistence.write_text(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=1))
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=st["step"], desc="train",
                    disable=not acc.is_local_main_process or os.environ.get("TQDM_DISABLE") == "1")
@@ -401,35 +453,49 @@ class Trainer:
         return {"step": st["step"], "done": st["step"] >= cfg.steps}
 
 
-def parse_overrides(items: list[str]) -> dict:
-    out, i = {}, 0
-    while i < len(items):
-        key = items[i].lstrip("-").replace("-", "_")
-        if "=" in key:
-            key, val = key.split("=", 1)
-            i += 1
-        else:
-            val = items[i + 1]
-            i += 2
-        val = yaml.safe_load(val)
-        if isinstance(val, str):      # YAML 1.1 reads "5e-4" as a string
-            try:
-                val = float(val)
-            except ValueError:
-                pass
-        out[key] = val
-    return out
+def _parse_value(text: str):
+    val = yaml.safe_load(text)
+    if isinstance(val, str):      # YAML 1.1 reads "5e-4" as a string
+        try:
+            val = float(val)
+        except ValueError:
+            pass
+    return val
+
+
+def arg_parser():
+    """Every TrainConfig field and every model field (`--model.<field>`) with its default, for --help."""
+    import argparse
+    ap = argparse.ArgumentParser(
+        prog="python -m memoryllm_repro.train", allow_abbrev=False,
+        description="Train MemoryLLM (LoRA + new-memory vector) with the paper's three objectives. Values are "
+                    "parsed as YAML (numbers, lists like [1,2], null).",
+        epilog="Snapshots go to <out_dir>/checkpoints/step-N (a model folder: MemoryLLM.from_pretrained loads it); "
+               "re-running the same command resumes from the newest one.")
+    ap.add_argument("--config", default="small", help="preset under memoryllm_repro/resources/train_configs/ "
+                    "(small, generalist, full, ablation/k64_n10, ...) or a yaml path (default: small)")
+    defaults = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "model":
+            ap.add_argument(f"--{f.name}", metavar="V", help=f"(default: {getattr(defaults, f.name)!r})")
+    sig = inspect.signature(MemoryLLMConfig.__init__).parameters
+    for n in MODEL_FIELDS:
+        d = getattr(defaults.model, n)
+        ap.add_argument(f"--model.{n}", metavar="V", help=f"MemoryLLMConfig.{n} (default: {d!r}; "
+                        f"class default {sig[n].default!r})")
+    return ap
+
+
+def parse_args(argv=None) -> TrainConfig:
+    args = arg_parser().parse_args(argv)
+    given = {k: _parse_value(v) for k, v in vars(args).items() if v is not None and k != "config"}
+    return TrainConfig.load(args.config, **given)
 
 
 def main(argv=None):
-    import argparse
-    ap = argparse.ArgumentParser(description="Train MemoryLLM (LoRA + new-memory vector) with the paper's "
-                                             "three objectives.", allow_abbrev=False)
-    ap.add_argument("--config", default="small", help="preset name under memoryllm_repro/resources/train_configs/ or a yaml path")
-    args, rest = ap.parse_known_args(argv)
-    cfg = TrainConfig.load(args.config, **parse_overrides(rest))
+    cfg = parse_args(argv)
     result = Trainer(cfg).train()
     print(json.dumps(result))
 
 
-__all__ = ["TrainConfig", "Trainer", "main", "num_contexts"]
+__all__ = ["TrainConfig", "Trainer", "main", "num_contexts", "model_config"]

