@@ -37,6 +37,7 @@ from torch import nn
 from .. import persistence
 from ..backbones import load_tokenizer
 from ..data.corpus import DefaultSamples, chunk_document, load_texts
+from ..data.generalist import GeneralistSamples
 from ..model import MemoryLLM, MemoryLLMConfig
 from . import objectives
 
@@ -64,6 +65,8 @@ class TrainConfig:
     model: MemoryLLMConfig = field(default_factory=model_config)   # backbone φ, N, K, memory source, LoRA ...
     out_dir: str = "runs/small"
     init_from: str | None = None        # a snapshot folder of another run to continue from (a second stage)
+    init_weights: str | None = None     # a model folder (e.g. the shipped default) whose LoRA and learned vectors
+                                        # start this run; optimizer and data stream start fresh
     steps: int = 3000                   # optimizer steps
     grad_accum: int = 1                 # micro-batches (documents) per optimizer step
     lr: float = 1e-3                    # AdamW, constant (the authors used no schedule)
@@ -72,7 +75,10 @@ class TrainConfig:
     train_bos: bool = False             # the BOS vectors stay fixed as in the authors' 7B run
     dtype: str = "float32"              # weights dtype
     mixed_precision: str = "no"         # accelerate: "no", "bf16", "fp16"
-    corpus: str | None = None           # None = bundled default; else a path or hub name (load_texts)
+    samples: str = "default"            # bundled data when no corpus: "default" (fictional-world paragraphs and
+                                        # generic text) or "generalist" (data/generalist.py: many forms and lengths)
+    samples_options: dict = field(default_factory=dict)   # GeneralistMix fields for samples: generalist
+    corpus: str | None = None           # a path or hub name (load_texts) instead of the bundled data
     text_field: str | None = None
     corpus_limit: int | None = 100000   # documents read from a user corpus
     min_len: int = 64                   # chunk lengths in tokens (authors: 256-512)
@@ -237,8 +243,12 @@ class Trainer:
             if cfg.corpus:
                 texts = load_texts(cfg.corpus, text_field=cfg.text_field, limit=cfg.corpus_limit)
                 samples = CorpusSamples(self.tok, texts, cfg.seed, cfg.min_len, cfg.max_len)
-            else:
+            elif cfg.samples == "generalist":
+                samples = GeneralistSamples(self.tok, cfg.seed, mix=cfg.samples_options)
+            elif cfg.samples == "default":
                 samples = DefaultSamples(self.tok, cfg.seed, cfg.min_len, cfg.max_len, cfg.p_generic)
+            else:
+                raise ValueError(f"samples must be 'default' or 'generalist', got {cfg.samples!r}")
         self.samples = samples
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -377,7 +387,7 @@ class Trainer:
             key = "borderline" if r["condition"] == "borderline" else f"acc_step{r['step']}"
             out.setdefault(key, []).append(r["hit"])
         out = {k: sum(v) / len(v) for k, v in out.items()}
-        if isinstance(self.samples, DefaultSamples) and self.samples.generic_heldout:
+        if getattr(self.samples, "generic_heldout", None):
             from ..eval.lm import perplexity   # the general-ability check, on 10 held-out generic documents
             out["ppl_no_memory"] = perplexity(self.model, self.tok, self.samples.generic_heldout[:10],
                                               use_memory=False, max_tokens=256)
@@ -391,6 +401,8 @@ class Trainer:
         resumed = self.resume()
         st = self.state
         if not resumed:
+            if cfg.init_weights:
+                persistence.load_weights(self.model, Path(cfg.init_weights))   # checked: same LoRA spec and shapes
             self.warm_pool()
             if acc.is_main_process:
                 persistence.write_text(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=1))
