@@ -4,7 +4,8 @@
   dataset names via `datasets`) into the same record dicts.
 * `bundled_counterfact` / `bundled_zsre` build records in those formats from small relation tables of facts a
   small model can know (cities and countries, official languages, landmarks, capitals). `eval.editing.filter_known`
-  (it needs a model, so it lives above `data/`) keeps the records whose true object the unedited backbone prefers over the new one, so an edit has something to change.
+  (it needs a model, so it lives above `data/`) keeps the records whose true object the unedited backbone prefers
+  over the new one, so an edit has something to change; `python -m memoryllm_repro.eval.editing` rebuilds them.
 """
 from __future__ import annotations
 
