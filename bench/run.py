@@ -110,21 +110,18 @@ def bench_scaling(reps, quick):
 @torch.no_grad()
 def bench_batch(m, V, reps, quick):
     """Retention-style work (write a 96-token context, answer a 16-token question) for B independent memories."""
-    pool = m._pool.clone()
     per = {}
     for B in ([1, 4] if quick else [1, 4, 16]):
-        m._pool = pool[:1].expand(B, -1, -1, -1).clone()
-        m._pool_kv = None
         ctx, q = torch.randint(100, V, (B, 96)), torch.randint(100, V, (B, 16))
 
         def step():
             with m.memory_snapshot():
                 m.inject_memory(ctx)
                 m.generate(q, **GEN)
-        per[B] = timed(step, max(1, reps // 2)) / B
+        with m.memory_snapshot():     # B copies of the pool for this size, the single pool back afterwards
+            m.expand_memories(B)
+            per[B] = timed(step, max(1, reps // 2)) / B
         row("batch", f"retention step, B={B} memories (per example)", per[B], "B=1 (per example)", per[1])
-    m._pool = pool
-    m._pool_kv = None
 
 
 def bench_eval(m, quick):

@@ -2,13 +2,16 @@
 and git commit, so every number in a figure can be traced to the run that made it."""
 from __future__ import annotations
 
+import ast
 import json
 import platform
+import re
 import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
 
+from .paths import PACKAGE
 from .paths import ROOT as REPO  # outputs root (a checkout or the cwd)
 PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "numpy", "pandas")
 
@@ -49,3 +52,35 @@ def write_run(directory: Path, rows: list[dict], config: dict, extra: dict | Non
     (directory / "config.json").write_text(json.dumps({"config": config, "environment": environment(),
                                                        **(extra or {})}, indent=1, default=str))
     return path
+
+
+def parameter_names(source: str) -> list[str]:
+    """Names assigned in the `parameters`-tagged cell of a jupytext py:percent notebook, in order."""
+    cells = re.split(r"^# %%", source, flags=re.M)[1:]
+    tagged = [c for c in cells if re.search(r"""tags=\[[^\]]*["']parameters["']""", c.split("\n", 1)[0])]
+    if len(tagged) != 1:
+        raise ValueError(f"expected one cell tagged 'parameters', found {len(tagged)}")
+    names = []
+    for node in ast.parse(tagged[0].split("\n", 1)[1]).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) else []
+        for t in targets:
+            for n in ast.walk(t):
+                if isinstance(n, ast.Name) and n.id not in names:
+                    names.append(n.id)
+    return names
+
+
+def notebook_params(namespace: dict, name: str, source: str | Path | None = None) -> dict:
+    """The run's parameters as the notebook has them now (after papermill's injected cell): the names of its own
+    parameters cell (`notebooks/<name>.py`, parsed, never retyped), their values from `namespace` (`globals()`)."""
+    path = Path(source) if source is not None else next(
+        (p for p in (PACKAGE.parent / "notebooks" / f"{name}.py", REPO / "notebooks" / f"{name}.py") if p.is_file()),
+        None)
+    if path is None:
+        raise FileNotFoundError(f"notebooks/{name}.py not found next to the package or under {REPO}")
+    names = parameter_names(path.read_text())
+    missing = [n for n in names if n not in namespace]
+    if missing:
+        raise KeyError(f"parameters of {path.name} not defined in the namespace: {missing}")
+    return {n: namespace[n] for n in names}

@@ -25,6 +25,7 @@ import torch
 from memoryllm_repro import expected_retention, memory_parameter_count
 from memoryllm_repro.checkpoints import load_model
 from memoryllm_repro.data.corpus import DefaultSamples, warmup_contexts
+from memoryllm_repro.eval.attention import memory_attention_mass
 from memoryllm_repro.plotting import apply_style
 
 apply_style("notebook")
@@ -74,15 +75,14 @@ print("new vectors e_θ':", tuple(delta.shape), "- the prefix they saw was net.m
 
 # %% [markdown]
 # Which slots does the commit drop? The drop is drawn from the model's own `torch.Generator`, independently per
-# layer (the authors' training code; their 7B inference shared one draw: `drop_memory_per_layer=False`). We peek
-# at the draw, restore the generator, and commit: the survivors are exactly the ones shown.
+# layer (the authors' training code; their 7B inference shared one draw: `drop_memory_per_layer=False`). We
+# commit, then read the survivors back from `net.last_keep` and check that the pool is exactly them followed by
+# the new vectors.
 
 # %%
-state = net.generator.get_state()
-keep = net._draw_keep(1)[0]                        # [L, N-K] sorted survivors
-net.generator.set_state(state)
 old = net.memory.clone()
 net.write_memory(delta)
+keep = net.last_keep[0].cpu()                      # [L, N-K] sorted survivors of this write
 dropped = np.ones((L, N), bool)
 for l in range(L):
     dropped[l, keep[l].numpy()] = False
@@ -109,19 +109,7 @@ print("dropped per layer:", dropped.sum(1)[:5], "... identical sets in two layer
 
 # %%
 question = ids("Question: What was the name of Quorvin Tallisk's parrot? Answer:")
-captured = []
-hooks = [layer.self_attn.register_forward_hook(lambda m, a, o: captured.append(o[1].detach()))
-         for layer in net.layers]
-impl = net.base.config._attn_implementation
-net.base.config._attn_implementation = "eager"     # eager attention returns the weights
-with torch.no_grad():
-    net(question)
-net.base.config._attn_implementation = impl
-for h in hooks:
-    h.remove()
-nb = 1 if net.config.add_bos_embedding else 0
-mass = np.stack([a[0].mean(0)[:, nb:nb + N].sum(0).reshape(-1, K).sum(1).numpy() / a.shape[2]
-                 for a in captured])          # [L, N/K]: mean attention mass per query on each block
+mass = memory_attention_mass(net, question)   # [L, N/K]: mean attention mass per query on each block
 fig, ax = plt.subplots(figsize=(8, 3))
 im = ax.imshow(mass, aspect="auto", cmap="viridis")
 ax.grid(False)

@@ -35,18 +35,16 @@ import time
 import matplotlib.pyplot as plt
 
 from memoryllm_repro.checkpoints import load_model
-from memoryllm_repro.eval.longbench import run_longbench, summarize_longbench
+from memoryllm_repro.eval.longbench import evidence_breakdown, run_longbench, summarize_longbench
 from memoryllm_repro.plotting import apply_style, savefig
-from memoryllm_repro.results import REPO, results_dir, write_run
+from memoryllm_repro.results import REPO, notebook_params, results_dir, write_run
 
 t0 = time.time()
 net, tok, description = load_model(model, device=device, dtype=dtype)
 records = run_longbench(net, tok, tasks, lengths, num_examples, chunk, window, full_max, methods, side, source)
 wall = time.time() - t0
 out = results_dir("figure4_longbench", results)
-write_run(out, records.to_dict("records"), dict(model=model, tasks=tasks, lengths=lengths,
-                                                 num_examples=num_examples, chunk=chunk, window=window,
-                                                 full_max=full_max, methods=methods, side=side),
+write_run(out, records.to_dict("records"), notebook_params(globals(), "figure4_longbench"),
           extra={"model_description": description, "N": net.N, "K": net.K, "wall_seconds": round(wall, 1)})
 summary = summarize_longbench(records)
 summary.to_csv(out / "summary.csv", index=False)
@@ -96,20 +94,7 @@ table2
 # before it, or truncated away. This separates "not read from memory" from "never given".
 
 # %%
-from memoryllm_repro.eval.longbench import dataset_score
-
-
-def place(where: str) -> str:
-    if where in ("prompt", "cut"):
-        return where
-    j = int(where.split("-")[1])
-    return "memory, 1 chunk back" if j == 1 else "memory, 2-3 chunks back" if j <= 3 else "memory, 4+ chunks back"
-
-
-mem = records[(records.method == "memoryllm") & records.evidence.notna()]
-by_place = (mem.assign(place=mem.evidence.map(place)).groupby(["task", "place"])
-            .agg(n=("f1", "size"), f1=("f1", dataset_score), f1_first_line=("f1_first_line", dataset_score))
-            .reset_index())
+by_place = evidence_breakdown(records)
 by_place.to_csv(out / "evidence.csv", index=False)
 if figure_name:
     by_place.to_csv(REPO / "figures" / f"{figure_name}_evidence.csv", index=False)

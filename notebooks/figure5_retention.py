@@ -37,7 +37,7 @@ from memoryllm_repro import theoretical_accuracy
 from memoryllm_repro.checkpoints import load_model
 from memoryllm_repro.eval.retention import run_figure5, summarize
 from memoryllm_repro.plotting import apply_style, savefig
-from memoryllm_repro.results import results_dir, write_run
+from memoryllm_repro.results import notebook_params, results_dir, write_run
 
 t0 = time.time()
 net, tok, description = load_model(model, device=device, dtype=dtype)
@@ -50,10 +50,7 @@ records = run_figure5(net, tok, datasets=datasets, num_examples=num_examples, nu
                       batch_size=1 if carry_over else batch_size)
 wall = time.time() - t0
 out = results_dir("figure5_retention", results)
-params = dict(model=model, datasets=datasets, num_examples=num_examples, num_updates=num_updates,
-              num_distractors=num_distractors, seed=seed, carry_over=carry_over, device=device, dtype=dtype,
-              batch_size=batch_size)
-write_run(out, records.to_dict("records"), params,
+write_run(out, records.to_dict("records"), notebook_params(globals(), "figure5_retention"),
           extra={"model_description": description, "N": N, "K": K, "wall_seconds": round(wall, 1)})
 summary = summarize(records)
 summary.to_csv(out / "summary.csv", index=False)

@@ -38,10 +38,10 @@ import numpy as np
 
 from memoryllm_repro import expected_retention
 from memoryllm_repro.checkpoints import load_model
-from memoryllm_repro.eval.integrity import ema, load_records, run_integrity, windowed_accuracy
+from memoryllm_repro.eval.integrity import count_records, ema, load_records, run_integrity, windowed_accuracy
 from memoryllm_repro.eval.retention import retention_data
 from memoryllm_repro.plotting import apply_style, savefig
-from memoryllm_repro.results import results_dir, write_run
+from memoryllm_repro.results import notebook_params, results_dir, write_run
 
 out = results_dir("figure6_integrity", results)
 if fresh:
@@ -50,13 +50,12 @@ if fresh:
 net, tok, description = load_model(model, device=device, dtype=dtype)
 examples, _ = retention_data(dataset, tok, num_examples + 1, 1, seed=2)
 probe, stream = examples[0], examples[1:]
-done_before = sum(1 for _ in open(out / "run" / "records.jsonl")) if (out / "run" / "records.jsonl").exists() else 0
+done_before = count_records(out / "run")
 t0 = time.time()
 run_integrity(net, tok, stream, out / "run", updates, checkpoint_every, health_every, probe=probe, seed=seed)
 wall = time.time() - t0
 records, health = load_records(out / "run")
-write_run(out, records.to_dict("records"), dict(model=model, dataset=dataset, num_examples=num_examples,
-                                                 updates=updates, window=window, ema_decay=ema_decay, seed=seed),
+write_run(out, records.to_dict("records"), notebook_params(globals(), "figure6_integrity"),
           extra={"model_description": description, "N": net.N, "K": net.K, "wall_seconds_this_call": wall,
                  "updates_this_call": len(records) - done_before})
 rate = (len(records) - done_before) / wall

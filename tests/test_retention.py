@@ -6,9 +6,10 @@ import torch
 
 from memoryllm_repro import MemoryLLM, expected_retention, load_tokenizer, theoretical_accuracy
 from memoryllm_repro.data import qa_datasets as qa
+from memoryllm_repro.data.qa import QAExample
 from memoryllm_repro.data.retention_set import heldout_retention_set
 from memoryllm_repro.data.world import World
-from memoryllm_repro.eval.retention import QAExample, hit, run_retention, summarize, wilson
+from memoryllm_repro.eval.retention import hit, run_retention, summarize, wilson
 
 FIX = Path(__file__).parent / "fixtures"
 

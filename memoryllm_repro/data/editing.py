@@ -3,8 +3,9 @@
 * `load_counterfact` / `load_zsre` read ROME's `counterfact.json` / `zsre_mend_eval.json` (local files or hub
   dataset names via `datasets`) into the same record dicts.
 * `bundled_counterfact` / `bundled_zsre` build records in those formats from small relation tables of facts a
-  small model can know (cities and countries, official languages, landmarks, capitals). `filter_known` keeps the
-  records whose true object the unedited backbone prefers over the new one, so an edit has something to change.
+  small model can know (cities and countries, official languages, landmarks, capitals). `eval.editing.filter_known`
+  (it needs a model, so it lives above `data/`) keeps the records whose true object the unedited backbone prefers
+  over the new one, so an edit has something to change; `python -m memoryllm_repro.eval.editing` rebuilds them.
 """
 from __future__ import annotations
 
@@ -199,37 +200,3 @@ def load_zsre(source) -> list[dict]:
         if not r["loc"].endswith("?"):
             r["loc"] += "?"
     return recs
-
-
-def filter_known(model, tok, records: list[dict]) -> list[dict]:
-    """Keep the records whose true object the unedited backbone prefers to the new one on the edit prompt
-    (CounterFact) or the question (zsRE)."""
-    from ..eval.editing import target_logprobs
-    keep = []
-    for r in records:
-        prompt, true, new = edit_fields(r)
-        lp_true, lp_new = target_logprobs(model, tok, [(prompt, true), (prompt, new)], use_memory=False)
-        if lp_true > lp_new:
-            keep.append(r)
-    return keep
-
-
-def write_bundled(out_dir="data/editing", seed: int = 0) -> dict:
-    """Build the bundled sets, keep what SmolLM2 knows, write them in ROME's formats. Returns counts."""
-    from ..backbones import load_tokenizer
-    from ..model import MemoryLLM
-    model = MemoryLLM.from_base("smollm2-135m", num_blocks=1, num_tokens=16)
-    tok = load_tokenizer("smollm2-135m")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for name, records in (("counterfact_bundled.json", bundled_counterfact(seed)),
-                          ("zsre_bundled.json", bundled_zsre(seed))):
-        kept = filter_known(model, tok, records)
-        (out / name).write_text(json.dumps(kept, indent=1))
-        counts[name] = (len(kept), len(records))
-    return counts
-
-
-if __name__ == "__main__":
-    print(write_bundled())

@@ -12,7 +12,7 @@ import gzip
 import json
 from pathlib import Path
 
-from ..eval.retention import QAExample
+from .qa import QAExample
 
 
 def _n_tokens(tok, text):
@@ -60,10 +60,6 @@ def load_squad(source, tokenizer=None, max_answer_tokens: int = 3, num: int | No
     if indices is not None:
         out = [out[i] for i in indices if i < len(out)]
     return out[:num] if num else out
-
-
-def _span(tokens, start, end):
-    return " ".join(t for t in tokens[start:end])
 
 
 def nq_examples(source):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from ..eval.retention import QAExample
+from .qa import QAExample
 from .world import World, paragraph
 
 

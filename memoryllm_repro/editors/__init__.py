@@ -8,9 +8,3 @@ from .rome import ROME
 
 __all__ = ["NoEdit", "MemoryEdit", "OnBackbone", "FT", "FTL", "IKE", "ROME"]
 
-
-def edit_text(record: dict) -> tuple[str, str]:
-    """(prompt, new target) of a CounterFact or zsRE record."""
-    from ..data.editing import edit_fields
-    prompt, _, new = edit_fields(record)
-    return prompt, new

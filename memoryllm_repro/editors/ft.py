@@ -7,6 +7,8 @@ import contextlib
 
 import torch
 
+from .common import edit_text
+
 
 @contextlib.contextmanager
 def only_grad(model, params):
@@ -38,7 +40,6 @@ class FT:
 
     @contextlib.contextmanager
     def __call__(self, model, tok, record):
-        from . import edit_text
         prompt, new = edit_text(record)
         p = tok(prompt, add_special_tokens=False).input_ids
         t = tok(" " + new, add_special_tokens=False).input_ids

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import random
 
+from .common import edit_text
+
 
 class IKE:
     def __init__(self, demos: list[dict], k: int = 6, seed: int = 0):
@@ -14,7 +16,6 @@ class IKE:
         self.prefix = ""
 
     def _demo(self, r, kind):
-        from . import edit_text
         prompt, new = edit_text(r)
         fact = f"New Fact: {prompt} {new}\n"
         if kind == "update" and r.get("paraphrase_prompts"):
@@ -25,7 +26,6 @@ class IKE:
 
     @contextlib.contextmanager
     def __call__(self, model, tok, record):
-        from . import edit_text
         rng = random.Random(f"{self.seed}-{id(record) if 'case_id' not in record else record['case_id']}")
         pool = [d for d in self.demos if d is not record]
         demos = rng.sample(pool, min(self.k, len(pool)))

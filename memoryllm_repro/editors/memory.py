@@ -7,6 +7,8 @@ import contextlib
 
 import torch
 
+from .common import base_only, edit_text
+
 
 class NoEdit:
     """No edit: the model as it is (`use_memory=False` and `adapters=False` give the plain backbone)."""
@@ -27,7 +29,6 @@ class MemoryEdit:
 
     @contextlib.contextmanager
     def __call__(self, model, tok, record):
-        from . import edit_text
         prompt, new = edit_text(record)
         ids = tok(f"{prompt} {new}.", add_special_tokens=False, return_tensors="pt").input_ids
         with model.memory_snapshot():
@@ -42,8 +43,7 @@ class OnBackbone:
     def __init__(self, editor):
         self.editor = editor
         self.scoring = dict(editor.scoring, use_memory=False)
-        if hasattr(editor, "scoring"):
-            editor.scoring = self.scoring
+        editor.scoring = self.scoring     # the wrapped editor fits/scores the same way (FT's loss reads it)
 
     @property
     def prefix(self):
@@ -51,6 +51,5 @@ class OnBackbone:
 
     @contextlib.contextmanager
     def __call__(self, model, tok, record):
-        from ..eval.retention import base_only
         with base_only(model), self.editor(model, tok, record):
             yield

@@ -19,7 +19,8 @@ import hashlib
 import torch
 
 from ..backbones import cache_root
-from ..eval.editing import right_pad
+from ..data.corpus import GENERIC_HOLDOUT, generic_texts
+from .common import edit_text, right_pad
 from .ft import down_proj, only_grad
 
 PREFIXES = ["", "The following is true. ", "I read this today. ", "Here is a fact. ", "In short, ",
@@ -34,7 +35,6 @@ def _subject_index(tok, text: str, subject: str) -> int:
 @torch.no_grad()
 def key_covariance(model, tok, layer: int, num_docs: int = 200, max_tokens: int = 256) -> torch.Tensor:
     """C = E[k k^T] of the down-projection inputs of `layer` over held-in generic text, cached on disk."""
-    from ..data.corpus import GENERIC_HOLDOUT, generic_texts
     W = down_proj(model, layer).weight
     tag = hashlib.sha256(f"{model.base.config.to_json_string()}-{W.float().sum().item():.6e}".encode()).hexdigest()
     path = cache_root() / "rome_stats" / f"{tag[:16]}-layer{layer}-{num_docs}.pt"
@@ -88,7 +88,6 @@ class ROME:
 
     @contextlib.contextmanager
     def __call__(self, model, tok, record):
-        from . import edit_text
         if "requested_rewrite" in record:
             subject = record["requested_rewrite"]["subject"]
         else:

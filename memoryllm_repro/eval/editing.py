@@ -8,15 +8,17 @@ Score = harmonic mean of the three.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from scipy.stats import hmean
 
-
-def right_pad(seqs: list[list[int]], device) -> torch.Tensor:
-    """Token lists as one batch, right-padded with each row's last token: a causal model never attends to the
-    right padding (every real token precedes it), so each row computes as it would alone."""
-    width = max(map(len, seqs))
-    return torch.tensor([s + [s[-1]] * (width - len(s)) for s in seqs], device=device)
+from ..backbones import load_tokenizer
+from ..data.editing import bundled_counterfact, bundled_zsre, edit_fields
+from ..editors import FT, FTL, IKE, ROME, MemoryEdit, NoEdit, OnBackbone
+from ..editors.common import right_pad
+from ..model import MemoryLLM
 
 
 @torch.no_grad()
@@ -123,3 +125,89 @@ def summarize_table1(df):
     for (ds, m), g in df.groupby(["dataset", "method"], sort=False):
         out.append({"dataset": ds, "method": m, **table_row(g.to_dict("records"))})
     return pd.DataFrame(out)
+
+
+def table1_methods(names, ike_demos: list[dict], rome_layer: int = 5) -> dict:
+    """The editors of Table 1 by name, in the paper's order, restricted to `names`. The baselines run on the plain
+    backbone (LoRA off, no memory), as the paper's ran on Llama-2-7B; IKE draws its demonstrations from
+    `ike_demos` (CounterFact records)."""
+    known = ["backbone", "MemoryLLM", "FT", "FT-L", "ROME", "IKE", "MemoryLLM (w/ EF)"]
+    unknown = set(names) - set(known)
+    if unknown:
+        raise ValueError(f"unknown Table 1 methods {sorted(unknown)} (known: {known})")
+    make = {"backbone": lambda: NoEdit(use_memory=False, adapters=False), "MemoryLLM": lambda: NoEdit(use_memory=True),
+            "FT": lambda: OnBackbone(FT()), "FT-L": lambda: OnBackbone(FTL()),
+            "ROME": lambda: OnBackbone(ROME(layer=rome_layer)), "IKE": lambda: OnBackbone(IKE(ike_demos)),
+            "MemoryLLM (w/ EF)": MemoryEdit}
+    return {k: make[k]() for k in known if k in names}
+
+
+METRICS = ("score", "efficacy", "generalization", "specificity")
+
+
+def paper_layout(table):
+    """`summarize_table1` output in the paper's layout: one row per method, columns "<dataset> <metric>" for zsRE
+    then CounterFact (Score, Efficacy, Generalization, Specificity), rounded to 0.1; None where not run."""
+    import pandas as pd
+    rows = []
+    for m in table.method.unique():
+        r = {"method": m}
+        for ds in ("zsre", "counterfact"):
+            s = table[(table.method == m) & (table.dataset == ds)]
+            for k in METRICS:
+                r[f"{ds} {k}"] = round(float(s[k].iloc[0]), 1) if len(s) else None
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+
+def paper_table1():
+    """The paper's Table 1 (Llama-2-7B) in the same layout as `paper_layout`."""
+    import pandas as pd
+    methods = dict.fromkeys([*PAPER_TABLE1["counterfact"], *PAPER_TABLE1["zsre"]])
+    return pd.DataFrame([{"method": m, **{f"{ds} {k}": v for ds in PAPER_TABLE1
+                                          for k, v in zip(METRICS, PAPER_TABLE1[ds].get(m, (None,) * 4))}}
+                         for m in methods])
+
+
+def write_table1(ours, header: str, directory, stem: str = "table1_editing") -> list[Path]:
+    """Our table as CSV, Markdown (with the paper's numbers below it) and LaTeX under `directory`."""
+    d = Path(directory)
+    paths = [d / f"{stem}.csv", d / f"{stem}.md", d / f"{stem}.tex"]
+    ours.to_csv(paths[0], index=False)
+    paths[1].write_text(f"{header}\n\n" + ours.to_markdown(index=False) + "\n\nPaper (Llama-2-7B):\n\n"
+                        + paper_table1().to_markdown(index=False) + "\n")
+    paths[2].write_text(ours.to_latex(index=False, na_rep="--", float_format="%.1f"))
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- bundled sets
+def filter_known(model, tok, records: list[dict]) -> list[dict]:
+    """Keep the records whose true object the unedited backbone prefers to the new one on the edit prompt
+    (CounterFact) or the question (zsRE), so an edit has something to change."""
+    keep = []
+    for r in records:
+        prompt, true, new = edit_fields(r)
+        lp_true, lp_new = target_logprobs(model, tok, [(prompt, true), (prompt, new)], use_memory=False)
+        if lp_true > lp_new:
+            keep.append(r)
+    return keep
+
+
+def write_bundled(out_dir="data/editing", seed: int = 0) -> dict:
+    """Build the bundled sets (`data.editing`), keep what SmolLM2 knows, write them in ROME's formats (the files
+    under memoryllm_repro/resources/editing/). Returns {file: (kept, built)}."""
+    model = MemoryLLM.from_base("smollm2-135m", num_blocks=1, num_tokens=16)
+    tok = load_tokenizer("smollm2-135m")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for name, records in (("counterfact_bundled.json", bundled_counterfact(seed)),
+                          ("zsre_bundled.json", bundled_zsre(seed))):
+        kept = filter_known(model, tok, records)
+        (out / name).write_text(json.dumps(kept, indent=1))
+        counts[name] = (len(kept), len(records))
+    return counts
+
+
+if __name__ == "__main__":
+    print(write_bundled())

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from .retention import _ids, answer, context_text, hit, question_text
+from ..data.qa import context_text, question_text
+from .retention import _ids, answer, hit
 
 
 def windowed_accuracy(hits, window: int) -> list[float]:
@@ -137,6 +138,15 @@ def run_integrity(model, tok, examples, out_dir, total_updates: int, checkpoint_
             shutil.rmtree(old, ignore_errors=True)
     bar.close()
     return out
+
+
+def count_records(out_dir) -> int:
+    """Updates recorded so far in a stream folder (0 before the first call): the lines of its records.jsonl."""
+    path = Path(out_dir) / "records.jsonl"
+    if not path.is_file():
+        return 0
+    with path.open() as f:
+        return sum(1 for _ in f)
 
 
 def load_records(out_dir):

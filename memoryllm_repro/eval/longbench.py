@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from ..editors.common import base_only
 from ..paths import LONGBENCH_CONFIG
 
 TASKS = ["narrativeqa", "qasper", "multifieldqa_en", "hotpotqa", "2wikimqa", "musique"]
@@ -178,7 +179,6 @@ def predict_backbone(model, tok, example: dict, template: str, max_length: int, 
     ids = truncate(tok(build_prompt(template, example), add_special_tokens=False).input_ids,
                    max_length - max_gen - len(pre) - len(post), side)
     ids = pre + ids + post
-    from .retention import base_only
     with base_only(model):
         out = _generate(model, ids, max_gen, False)
     if info is not None:
@@ -278,3 +278,20 @@ def summarize_longbench(df):
     g = df.groupby(["task", "max_length", "method"])
     return g.agg(f1=("f1", lambda s: dataset_score(s)), f1_first_line=("f1_first_line", lambda s: dataset_score(s)),
                  n=("f1", "size"), seconds=("seconds", "mean"), state_mb=("state_mb", "mean")).reset_index()
+
+
+def evidence_place(where: str) -> str:
+    """An `evidence_location` as a coarse place: "prompt", "cut", or memory 1 / 2-3 / 4+ chunks back."""
+    if where in ("prompt", "cut"):
+        return where
+    j = int(where.split("-")[1])
+    return "memory, 1 chunk back" if j == 1 else "memory, 2-3 chunks back" if j <= 3 else "memory, 4+ chunks back"
+
+
+def evidence_breakdown(df):
+    """MemoryLLM's scores grouped by where the protocol put the evidence passage (bundled sets only: rows with an
+    `evidence` location): n, F1 and first-line F1 per (task, place)."""
+    mem = df[(df.method == "memoryllm") & df.evidence.notna()]
+    return (mem.assign(place=mem.evidence.map(evidence_place)).groupby(["task", "place"])
+            .agg(n=("f1", "size"), f1=("f1", dataset_score), f1_first_line=("f1_first_line", dataset_score))
+            .reset_index())

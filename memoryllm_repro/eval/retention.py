@@ -9,33 +9,21 @@ the warm pool with its context never written) and the context placed in the prom
 from __future__ import annotations
 
 import contextlib
-
-from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-
-@dataclass
-class QAExample:
-    id: str
-    context: str
-    question: str
-    answer: str
+from ..data import qa_datasets as qa
+from ..data.qa import QAExample, context_text, question_text
+from ..data.retention_set import heldout_retention_set
+from ..editors.common import base_only
 
 
 def hit(prediction: str, answer: str) -> bool:
     """The authors' exact-hit rule: the stripped answer is a substring of the prediction."""
     answer = answer.replace("</s>", "").strip()
     return bool(answer) and answer in prediction
-
-
-def context_text(ex: QAExample) -> str:
-    return "Context: " + ex.context
-
-
-def question_text(ex: QAExample) -> str:
-    return f"Question: {ex.question} Answer:"
 
 
 def _ids(tok, text, max_tokens=512):
@@ -122,11 +110,6 @@ def _retention_group(model, tok, group, distractors, num_updates, max_new_tokens
     return rows
 
 
-def base_only(model):
-    """The backbone without its LoRA deltas (a no-op for an untrained wrapper)."""
-    return model.adapters_disabled() if model.config.lora else contextlib.nullcontext()
-
-
 # ---------------------------------------------------------------------------------------------- Figure 5
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of a proportion k/n."""
@@ -142,11 +125,7 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def retention_data(dataset: str, tok, num_examples: int, num_distractors: int, seed: int = 0,
                    data_dir: str | None = None):
     """(examples, unrelated contexts) of one dataset: "bundled" (our held-out set), "squad", "nq"."""
-    from pathlib import Path
-
-    from ..data import qa_datasets as qa
     if dataset == "bundled":
-        from ..data.retention_set import heldout_retention_set
         return heldout_retention_set(num_examples, num_distractors, seed)
     root = Path(data_dir or "data")
     if dataset == "squad":
