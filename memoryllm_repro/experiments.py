@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import logging
 import sys
 from pathlib import Path
 
@@ -111,6 +112,13 @@ def run(name: str, parameters: dict, root: Path = ROOT, kernel: str = "python3",
     jupytext.write(nb, ipynb)
     out = Path(out) if out is not None else root / "results" / nb_name / f"{nb_name}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if not quiet:   # papermill logs each cell's output at INFO: show it on the terminal, as `papermill --log-output`
+        log = logging.getLogger("papermill")
+        if not log.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            log.addHandler(handler)
+        log.setLevel(logging.INFO)
     papermill.execute_notebook(str(ipynb), str(out), parameters=parameters, cwd=str(root), kernel_name=kernel,
                                prepare_only=prepare_only, log_output=not quiet, progress_bar=not quiet)
     return out
