@@ -91,6 +91,19 @@ def load_nq(source, tokenizer=None, max_answer_tokens: int = 4, num: int | None 
     return out[:num] if num else out
 
 
+def authors_indices(path) -> list[int] | None:
+    """The authors' sample selection (`indices_squad_3.npy`, `indices_nq_4.npy`: positions in the filtered list)
+    when the file exists, else None. Read without pickle."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    import numpy as np
+    idx = np.load(path, allow_pickle=False)
+    if idx.ndim != 1 or idx.dtype.kind not in "iu" or (idx < 0).any():
+        raise ValueError(f"{path}: expected a 1-D array of non-negative integer positions, got {idx.dtype} {idx.shape}")
+    return [int(i) for i in idx]
+
+
 def unrelated_contexts(paragraphs, tokenizer, n: int, join_until: int = 768, cut: int = 512) -> list[str]:
     """The authors' unrelated contexts: join consecutive paragraphs until >= join_until tokens, cut to `cut`."""
     out, buf = [], []

@@ -1,4 +1,4 @@
-"""The numbers of the default checkpoint's model card (issue 4), in one command:
+"""The numbers of the default checkpoint's model card (MODEL_CARD.md), in one command:
 
     python -m memoryllm_repro.eval.card --model default --out results/model_card
 
@@ -71,14 +71,25 @@ def card_markdown(card: dict, num_examples: int, num_updates: int) -> str:
     return "\n".join(lines)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--num-examples", type=int, default=50)
-    ap.add_argument("--num-updates", type=int, default=12)
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--threads", type=int, default=0)
-    a = ap.parse_args()
+MODELS_HELP = ('"default" (the shipped checkpoint), "untrained" (SmolLM2 + empty memory), "tiny" (random smoke-test '
+               'model), or a folder written by save_pretrained / a training checkpoint folder')
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="memoryllm-card", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Measure a MemoryLLM's model-card numbers: held-out retention over several updates, loss on "
+                    "a continuation with and without memory (trained vs untrained), and perplexity of held-out "
+                    "generic text. Writes card.json, card.md, summary.csv and the per-question records.",
+        epilog="example:\n  memoryllm-card --model default --out results/model_card --threads 2")
+    ap.add_argument("--model", default="default", help="which model to measure: " + MODELS_HELP)
+    ap.add_argument("--num-examples", type=int, default=50,
+                    help="held-out retention questions (entities never seen in training; default 50)")
+    ap.add_argument("--num-updates", type=int, default=12,
+                    help="updates per retention question: the context, then unrelated contexts (default 12)")
+    ap.add_argument("--out", default=None, help="output folder (default results/model_card)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default 0: torch's own choice)")
+    a = ap.parse_args(argv)
     print(json.dumps(model_card(a.model, a.num_examples, a.num_updates, a.out, a.threads), indent=1))
 
 

@@ -88,7 +88,7 @@ def run_integrity(model, tok, examples, out_dir, total_updates: int, checkpoint_
     if (state / "meta.json").is_file():
         meta = json.loads((state / "meta.json").read_text())
         model.load_memory(state / "memory.safetensors")
-        birth = torch.load(state / "birth.pt")
+        birth = torch.load(state / "birth.pt", weights_only=True)
         _truncate(rec_path, meta["records_bytes"])
         _truncate(health_path, meta["health_bytes"])
     else:
@@ -155,21 +155,32 @@ def load_records(out_dir):
     return (pd.read_json(out / "records.jsonl", lines=True), pd.read_json(out / "health.jsonl", lines=True))
 
 
-def main():
+def main(argv=None):
     import argparse
 
     from ..checkpoints import load_model
     from .retention import retention_data
-    ap = argparse.ArgumentParser(description="Figure 6 stream (kill-safe, resumable)")
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--updates", type=int, default=1000)
-    ap.add_argument("--examples", type=int, default=200)
-    ap.add_argument("--dataset", default="bundled")
-    ap.add_argument("--checkpoint-every", type=int, default=100)
-    ap.add_argument("--health-every", type=int, default=25)
-    ap.add_argument("--out", default="results/figure6_integrity")
-    ap.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args()
+    ap = argparse.ArgumentParser(
+        prog="memoryllm-integrity", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Figure 6 (paper §4.6): write a stream of contexts into memory, one per update, ask the "
+                    "question of the latest one after each write, and record pool health. Kill-safe and "
+                    "resumable: re-running with the same --out continues where the last checkpoint left off.",
+        epilog="example:\n  memoryllm-integrity --model default --updates 1000 --out results/figure6_integrity")
+    ap.add_argument("--model", default="default",
+                    help='"default" (the shipped checkpoint), "untrained", "tiny", or a checkpoint folder')
+    ap.add_argument("--updates", type=int, default=1000, help="total number of updates (writes) to reach (default 1000)")
+    ap.add_argument("--examples", type=int, default=200,
+                    help="contexts in the stream, reshuffled after every pass (default 200; one more is the probe fact)")
+    ap.add_argument("--dataset", default="bundled", choices=["bundled", "squad", "nq"],
+                    help="where the contexts come from: the bundled held-out set, or SQuAD / NQ files under data/")
+    ap.add_argument("--checkpoint-every", type=int, default=100,
+                    help="updates between checkpoints of pool, generator and file offsets (default 100)")
+    ap.add_argument("--health-every", type=int, default=25,
+                    help="updates between pool-health records and probe checks (default 25)")
+    ap.add_argument("--out", default="results/figure6_integrity",
+                    help="output and resume folder (records.jsonl, health.jsonl, state/)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the stream order (default 0)")
+    a = ap.parse_args(argv)
     model, tok, desc = load_model(a.model)
     examples, _ = retention_data(a.dataset, tok, a.examples + 1, 1, seed=2)
     run_integrity(model, tok, examples[1:], a.out, a.updates, a.checkpoint_every, a.health_every,

@@ -76,15 +76,62 @@ def dataset_score(scores) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- data
+# `THUDM/LongBench` is a loading-script dataset, which datasets>=4 refuses to run. The default hub source is the
+# script-free copy that lm-evaluation-harness's own LongBench tasks read (config = task, split test; it names the
+# question field `question` where LongBench's jsonl says `input`). Not checked here (no hub access): if it fails
+# or differs, download LongBench's data.zip and pass the unzipped folder as `source`.
+LONGBENCH_HUB = "Xnhyacinth/LongBench"
+LONGBENCH_ZIP = "https://huggingface.co/datasets/THUDM/LongBench/resolve/main/data.zip"
+
+
+def _longbench_rows(rows, where: str) -> list[dict]:
+    out = []
+    for i, row in enumerate(rows):
+        row = dict(row)
+        if "input" not in row and "question" in row:      # the hub copy's field name
+            row["input"] = row["question"]
+        missing = [k for k in ("context", "input", "answers") if k not in row]
+        if missing:
+            raise ValueError(f"{where}: row {i} lacks LongBench field(s) {missing} (has {sorted(row)})")
+        if isinstance(row["answers"], str):
+            row["answers"] = [row["answers"]]
+        out.append(row)
+    return out
+
+
+def _read_file(path: Path) -> list[dict]:
+    if path.suffix == ".parquet":
+        import pandas as pd
+        return [{k: v.tolist() if hasattr(v, "tolist") else v for k, v in r.items()}   # arrays -> lists
+                for r in pd.read_parquet(path).to_dict("records")]
+    return [json.loads(line) for line in path.open() if line.strip()]
+
+
 def load_longbench(task: str, source: str | None = None) -> list[dict]:
-    """Examples of one task in LongBench's jsonl format: `source` is a .jsonl file, a folder holding
-    `<task>.jsonl`, or None for the hub (`THUDM/LongBench`, config `task`, split test)."""
+    """Examples of one task in LongBench's format (`context`, `input`, `answers`, ...). `source`:
+    a .jsonl or .parquet file; a folder in LongBench's layout (`<task>.jsonl` / `<task>.parquet`, directly or
+    under `data/`, as LongBench's data.zip unpacks); a hub dataset id with one config per task and a test split;
+    or None for `LONGBENCH_HUB`."""
     if source is not None and Path(source).exists():
         path = Path(source)
-        path = path / f"{task}.jsonl" if path.is_dir() else path
-        return [json.loads(line) for line in path.open() if line.strip()]
+        if path.is_dir():
+            cands = [path / sub / f"{task}{ext}" for sub in (".", "data") for ext in (".jsonl", ".parquet")]
+            found = [c for c in cands if c.is_file()]
+            if not found:
+                raise FileNotFoundError(f"no {task}.jsonl or {task}.parquet in {path} or {path / 'data'}")
+            path = found[0]
+        return _longbench_rows(_read_file(path), str(path))
     from datasets import load_dataset
-    return list(load_dataset(source or "THUDM/LongBench", task, split="test"))
+    hub = source or LONGBENCH_HUB
+    try:
+        rows = load_dataset(hub, task, split="test")
+    except RuntimeError as e:
+        if "scripts are no longer supported" not in str(e):
+            raise
+        raise RuntimeError(f"{hub} is a loading-script dataset, which datasets>=4 cannot read. Use the script-free "
+                           f"copy (source=None: {LONGBENCH_HUB}), or download {LONGBENCH_ZIP}, unzip it and pass "
+                           f"the folder as source.") from e
+    return _longbench_rows(rows, f"{hub}/{task}")
 
 
 def build_prompt(task_template: str, example: dict) -> str:

@@ -131,13 +131,14 @@ def retention_data(dataset: str, tok, num_examples: int, num_distractors: int, s
     if dataset == "squad":
         dev = root / "squad" / "dev-v2.0.json"
         src = str(dev) if dev.exists() else "rajpurkar/squad_v2"
-        examples = qa.load_squad(src, tok, 3, num_examples, split="validation")
+        examples = qa.load_squad(src, tok, 3, num_examples, split="validation",
+                                 indices=qa.authors_indices(root / "squad" / "indices_squad_3.npy"))
         train = str(dev).replace("dev", "train") if dev.exists() else src
         paras = (c for c, _ in qa.squad_paragraphs(train, split="train"))
         return examples, qa.unrelated_contexts(paras, tok, num_distractors, 768, 512)
     if dataset == "nq":
         dev = root / "nq" / "v1.0-simplified_nq-dev-all.jsonl"
-        examples = qa.load_nq(dev, tok, 4, num_examples)
+        examples = qa.load_nq(dev, tok, 4, num_examples, indices=qa.authors_indices(root / "nq" / "indices_nq_4.npy"))
         train = root / "nq" / "v1.0-simplified_simplified-nq-train.jsonl"
         paras = (c for _, _, c, _ in qa.nq_examples(train))
         return examples, qa.unrelated_contexts(paras, tok, num_distractors, 512, 512)
