@@ -90,3 +90,11 @@ def test_memory_attention_mass_restores_the_attention_implementation():
         memory_attention_mass(model, torch.zeros(1, 0, dtype=torch.long))    # fails inside the forward pass
     assert model.base.config._attn_implementation == impl
     assert [len(layer.self_attn._forward_hooks) for layer in model.layers] == hooks
+
+
+def test_ablation_stand_in_is_labelled_untrained(tmp_path):
+    """Without a trained run, Figure 7 gets a tiny stand-in with the configuration's N and K, marked untrained."""
+    from memoryllm_repro.train.ablation import ablation_model
+    got = ablation_model("k64_n20", use_checkpoint=False, stand_in_steps=1, stand_in_dir=tmp_path)
+    assert not got.trained and "UNTRAINED" in got.note
+    assert (got.model.config.num_blocks, got.model.K) == (20, 64)

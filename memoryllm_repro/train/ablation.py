@@ -30,9 +30,11 @@ def ablation_model(name: str, use_checkpoint: bool = True, stand_in_steps: int =
         return AblationModel(MemoryLLM.from_pretrained(snap).eval(), snap.name, True)
     if stand_in_dir is None:
         raise FileNotFoundError(f"no trained checkpoint under {ROOT / cfg.out_dir} and no stand_in_dir given")
-    tiny = TrainConfig.load(None, base="tiny-random-llama", num_blocks=cfg.num_blocks, num_tokens=cfg.num_tokens,
-                            memory_source=cfg.memory_source, steps=stand_in_steps, eval_every=0,
-                            out_dir=str(Path(stand_in_dir) / name), min_len=24, max_len=48, save_every=1000)
+    m = cfg.model
+    tiny = TrainConfig.load(None, model=dict(backbone="tiny-random-llama", num_blocks=m.num_blocks,
+                                             num_tokens=m.num_tokens, memory_source=m.memory_source),
+                            steps=stand_in_steps, eval_every=0, out_dir=str(Path(stand_in_dir) / name),
+                            min_len=24, max_len=48, save_every=1000)
     Trainer(tiny).train()
     model = MemoryLLM.from_pretrained(latest_snapshot(Path(tiny.out_dir))).eval()
     return AblationModel(model, f"UNTRAINED stand-in ({stand_in_steps} steps, tiny random model)", False)
