@@ -50,7 +50,7 @@ class MemoryLLMConfig(PretrainedConfig):
     def __init__(self, backbone: str | None = None, backbone_config: dict | None = None, num_blocks: int = 30,
                  num_tokens: int = 64, add_bos_embedding: bool = True, bos_init: str = "hidden",
                  memory_source: str = "output", drop_memory_per_layer: bool = True, min_context_tokens: int = 16,
-                 short_context: str = "warn", seed: int = 0, lora: dict | None = None,
+                 short_context: str = "warn", long_input: str = "raise", seed: int = 0, lora: dict | None = None,
                  rope_factor: float | None = None, memory_layers: list[int] | None = None,
                  warmup: dict | None = None, **kwargs):
         self.backbone = backbone                    # "smollm2-135m", a path or hub id; None = weights saved with us
@@ -63,6 +63,10 @@ class MemoryLLMConfig(PretrainedConfig):
         self.drop_memory_per_layer = drop_memory_per_layer  # authors' training code: True; their 7B inference: False
         self.min_context_tokens = min_context_tokens
         self.short_context = short_context          # "warn" or "raise" for contexts below the minimum
+        # "raise" or "warn" when a read or write needs positions past the backbone's limit (memory rows included:
+        # the input of a read sits at N+1..). Raise by default: RoPE positions past the limit were never trained
+        # and the logits degrade silently; "warn" runs anyway (an extrapolation experiment).
+        self.long_input = long_input
         self.seed = seed
         self.lora = lora                            # peft LoraConfig kwargs once adapters are attached
         self.rope_factor = rope_factor              # linear RoPE scaling applied to the backbone (authors: 2.0)
@@ -71,6 +75,7 @@ class MemoryLLMConfig(PretrainedConfig):
         kwargs.setdefault("architectures", ["MemoryLLM"])
         super().__init__(**kwargs)
         for name, allowed in (("memory_source", ("output", "input")), ("short_context", ("warn", "raise")),
+                              ("long_input", ("raise", "warn")),
                               ("bos_init", ("hidden", "randn"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -130,8 +135,9 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
 
     @property
     def memory(self) -> torch.Tensor:
-        """The pool θ: [L, N, d], or [B, L, N, d] when B independent memories are held. Treat as read-only."""
-        return self._pool[0] if self._pool.shape[0] == 1 else self._pool
+        """The pool θ: [L, N, d], or [B, L, N, d] when B independent memories are held. A read-only view (no copy):
+        in-place changes raise, so nothing bypasses the checks or `memory_snapshot`; `.clone()` for a copy."""
+        return checks.read_only(self._pool[0] if self._pool.shape[0] == 1 else self._pool)
 
     @property
     def num_memories(self) -> int:
@@ -290,7 +296,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         are handled here: `attention_mask`, if given, covers only the real tokens (left padding allowed), and
         `position_ids` is ignored. `memory_rows` [B, L, m, d] replaces the pool (training reads);
         `use_memory=False` runs the plain backbone (the "borderline")."""
-        checks.ids(self, input_ids)
+        checks.ids(self, input_ids, attention_mask)
         B, q = input_ids.shape
         cache = past_key_values
         if cache is not None and not isinstance(cache, MemoryCache):
@@ -308,6 +314,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             else:
                 layer_cache = PrefixOnly(prefix) if prefix is not None else None
         past = cache.get_seq_length() if cache is not None else 0
+        checks.positions(self, P + past + q, "this read", P)
         pos, mask = self._positions_and_mask(B, q, P, past, attention_mask, input_ids.device)
 
         h = self.base.get_input_embeddings()(input_ids)
@@ -331,8 +338,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         """What the queries attend to before the input, per layer (k, v): [bos_l; θ_l] (cached), given rows
         (training), or None (no memory, or an empty pool)."""
         if memory_rows is not None:
-            checks.rows(self, memory_rows, B)
-            prefix = self._rows_prefix(memory_rows.to(self.dtype))
+            prefix = self._rows_prefix(checks.rows(self, memory_rows, B))
         elif use_memory and self.initialized:
             checks.batch(self, B)
             prefix = self._pool_prefix()
@@ -373,7 +379,12 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
     def generate(self, input_ids=None, attention_mask=None, **kwargs):
         """HF `generate` reading the memory: pass `use_memory=False` for the plain backbone. A fresh MemoryCache
         holds the memory prefix, so the caller never builds masks or positions for it."""
-        checks.ids(self, input_ids)
+        checks.ids(self, input_ids, attention_mask)
+        gc = kwargs.get("generation_config") or self.generation_config
+        new = kwargs.get("max_new_tokens", gc.max_new_tokens)
+        new = new if new is not None else max(kwargs.get("max_length", gc.max_length) - input_ids.shape[1], 0)
+        P = (self._nb + self.N) if kwargs.get("use_memory", True) and self.initialized else 0
+        checks.positions(self, P + input_ids.shape[1] + new, f"generating {new} tokens", P)
         kwargs.setdefault("past_key_values", MemoryCache())
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
@@ -387,10 +398,9 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         checks.ids(self, input_ids, attention_mask, write=True)
         B = input_ids.shape[0]
         if memory_rows is not None:
-            checks.rows(self, memory_rows, B)
+            last = checks.rows(self, memory_rows, B)
             if memory_rows.shape[2] != self.K:
                 raise ValueError(f"memory_rows for a write must hold K={self.K} vectors per layer")
-            last = memory_rows
         elif self.initialized:
             checks.batch(self, B)
             last = self._pool[:, :, -self.K:]
@@ -399,6 +409,8 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             last = None
         if last is not None and last.shape[0] != B:
             last = last.expand(B, -1, -1, -1)
+        n = input_ids.shape[1]   # a write's rows sit at positions up to nb + min(n, K) + max(n, K) - 1
+        checks.positions(self, n if last is None else self._nb + n + self.K, "this write", self._nb + self.K)
         delta = self._encode(input_ids, last)
         if update_memory:
             self.write_memory(delta.detach())
@@ -493,16 +505,17 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ memory state management
     def reset_memory(self, num_memories: int | None = None) -> None:
-        """Empty pool (uninitialized: the next write tiles). The generator is not reseeded."""
-        B = num_memories or self.num_memories
+        """Empty pool (uninitialized: the next write tiles), with `num_memories` memories (default: as many as now).
+        The generator is not reseeded."""
+        B = checks.num_memories(num_memories, allow_none=True) or self.num_memories
         self._pool = torch.zeros(B, self.L, self.N, self.d, dtype=self._pool.dtype, device=self._pool.device)
         self.initialized = False
         self._pool_kv = None
 
     def expand_memories(self, num_memories: int) -> None:
-        """Hold `num_memories` independent copies of the current pool (batched evaluation); 1 to go back."""
-        if num_memories < 1:
-            raise ValueError("num_memories must be >= 1")
+        """Hold `num_memories` independent copies of the current pool (memory 0 when several are held: batched
+        evaluation); 1 to go back."""
+        num_memories = checks.num_memories(num_memories)
         src = self._pool[:1]
         self._pool = src.expand(num_memories, -1, -1, -1).clone()
         self._pool_kv = None
@@ -512,7 +525,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
 
     def memory_state(self) -> dict[str, torch.Tensor]:
         """Everything that defines the memory: pool [B, L, N, d], `initialized`, the drop generator's state."""
-        return {"memory": self._pool, "initialized": torch.tensor(int(self.initialized)),
+        return {"memory": checks.read_only(self._pool), "initialized": torch.tensor(int(self.initialized)),
                 "generator_state": self.generator.get_state()}
 
     @torch.no_grad()
@@ -521,8 +534,9 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         """Replace the memory by `memory` ([L, N, d] or [B, L, N, d]): the whole input is checked (shape,
         finiteness after the cast to the pool's dtype, generator state) before anything is assigned."""
         mem = checks.memory(self, memory)
+        initialized = checks.initialized(initialized)
         checks.generator_state(generator_state)
-        self._pool, self.initialized, self._pool_kv = mem, bool(initialized), None
+        self._pool, self.initialized, self._pool_kv = mem, initialized, None
         if generator_state is not None:
             self.generator.set_state(generator_state)
 
@@ -530,8 +544,8 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
     def save_memory(self, path) -> None:                  # pool + initialized + generator state, one file
         persistence.save_memory(self, path)
 
-    def load_memory(self, path) -> None:                  # checked first: a bad file changes nothing
-        persistence.load_memory(self, path)
+    def load_memory(self, path, cast: bool = False) -> None:   # checked first: a bad file changes nothing;
+        persistence.load_memory(self, path, cast=cast)           # cast=True accepts a pool of another dtype
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
         persistence.save_pretrained(self, save_directory, **kwargs)
@@ -546,13 +560,18 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
     @contextlib.contextmanager
     def memory_snapshot(self):
         """`with model.memory_snapshot(): ...` restores pool, generator and caches on exit (O(1): writes never
-        modify the pool in place, so a reference is enough)."""
+        modify the pool in place and `model.memory` is read-only, so a reference is enough; an in-place change
+        through the private `_pool` is detected by its version counter and raises instead of restoring wrongly)."""
         state = (self._pool, self.initialized, self.generator.get_state(), self._pool_kv)
+        version = self._pool._version
         try:
             yield self
         finally:
             self._pool, self.initialized, gen, self._pool_kv = state
             self.generator.set_state(gen)
+            if self._pool._version != version:
+                self._pool_kv = None
+                raise RuntimeError("the pool was modified in place inside memory_snapshot(): it cannot be restored")
 
 
 

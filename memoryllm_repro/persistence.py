@@ -11,20 +11,26 @@
 A training snapshot is such a folder plus the trainer's state beside it (see train/loop.py), so
 `MemoryLLM.from_pretrained(snapshot)` loads it. The authors' format (`YuWangX/memoryllm-7b`) is converted on load.
 Nothing here unpickles: weights are safetensors, metadata JSON; `.bin` weights are read with weights_only=True.
+Every loader reads and checks a whole file (exact key sets, exact shapes, dtypes, finite values after any cast)
+before it assigns anything, and every file is written through a temp file + rename (`atomic_write`).
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import pickle
+import re
 import tempfile
 import warnings
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
+from . import checks
 from .backbones import DEFAULT_BACKBONE, load_backbone, load_tokenizer
 from .data.corpus import warmup_contexts
 
@@ -39,10 +45,25 @@ HUB_NAMES = {DEFAULT_BACKBONE: "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 # ---------------------------------------------------------------------------------------------- atomic files
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")     # what mkstemp below names: .<file>.XXXXXXXX.tmp
+
+
+def remove_stale_temp(folder, name: str | None = None) -> None:
+    """Delete temp files a killed `atomic_write` left in `folder` (only those of file `name`, if given). One
+    writer per file is assumed: a concurrent writer's temp file would be removed too."""
+    folder = Path(folder)
+    pattern = f".{glob.escape(name)}.*.tmp" if name else ".*.tmp"
+    for p in folder.glob(pattern) if folder.is_dir() else []:
+        if _TEMP_NAME.match(p.name) and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+
+
 def atomic_write(path, write) -> None:
     """Write through a temp file in the same folder, fsync, then os.replace: a kill leaves the old file or the
-    new one, never a truncated one. `write(tmp_path)` produces the content."""
+    new one, never a truncated one (whatever the safetensors version does). `write(tmp_path)` produces the
+    content. Temp files of earlier killed writes of the same file are removed first."""
     path = Path(path)
+    remove_stale_temp(path.parent, path.name)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -50,18 +71,48 @@ def atomic_write(path, write) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+def fsync_dir(folder) -> None:
+    """Make a rename durable (the folder's entry), where the OS allows opening a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_tensors(tensors: dict, path, metadata: dict | None = None) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    tensors = {k: checks.plain(v.detach()).contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def write_text(path, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_tensors(path, what: str = "tensor file") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a safetensors file; a missing or unreadable file (truncated, a pickle, a
+    folder) is a clear error naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a directory, not a safetensors file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {})
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{what} {path} is not a readable safetensors file: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------- memory files
@@ -76,25 +127,34 @@ def save_memory(model, path) -> None:
     save_tensors(model.memory_state(), path, metadata=_memory_meta(model))
 
 
-def load_memory(model, path) -> None:
-    """Read and check the whole file (format, config fields, keys) before set_memory checks the tensors."""
+MEMORY_KEYS = ("memory", "initialized", "generator_state")
+
+
+def load_memory(model, path, cast: bool = False) -> None:
+    """Read and check the whole file (format, config fields, exact keys, dtype) before set_memory checks the
+    tensors and assigns them together. A pool of another dtype is refused unless `cast=True` (then it is cast
+    and checked finite after the cast)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is not a memory file (not a file)")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if path.is_dir():
+        hint = f"; did you mean {path / MEMORY_FILE}?" if (path / MEMORY_FILE).is_file() else ""
+        raise IsADirectoryError(f"load_memory expects a memory file, but {path} is a directory{hint}")
+    tensors, meta = read_tensors(path, "memory file")
     if meta.get("format") != MEMORY_FORMAT:
-        raise ValueError(f"{path} is not a memoryllm-repro memory file")
+        raise ValueError(f"{path} is not a memoryllm-repro memory file (format {meta.get('format')!r})")
     want = _memory_meta(model)
     diff = {k: (meta.get(k), v) for k, v in want.items() if k in meta or k in ("L", "N", "K", "d")
             if meta.get(k) != v}
     if diff:
         raise ValueError(f"memory file {path} was saved for a different config: (file, model) = {diff}")
-    missing = {"memory", "initialized", "generator_state"} - set(tensors)
-    if missing:
-        raise ValueError(f"memory file {path} lacks {sorted(missing)}")
-    model.set_memory(tensors["memory"], bool(tensors["initialized"].item()), tensors["generator_state"])
+    missing, extra = sorted(set(MEMORY_KEYS) - set(tensors)), sorted(set(tensors) - set(MEMORY_KEYS))
+    if missing or extra:
+        raise ValueError(f"memory file {path} must hold exactly {list(MEMORY_KEYS)}: missing {missing}, "
+                         f"unexpected {extra}")
+    mem, pool_dtype = tensors["memory"], model.memory_state()["memory"].dtype
+    if mem.dtype != pool_dtype and not cast:
+        raise ValueError(f"memory file {path} holds a {mem.dtype} pool but the model's is {pool_dtype}: pass "
+                         f"cast=True to cast it (checked for overflow)")
+    model.set_memory(mem, checks.initialized(tensors["initialized"]), tensors["generator_state"])
 
 
 # ---------------------------------------------------------------------------------------------- LoRA as peft
@@ -148,15 +208,31 @@ def save_adapter(model, folder: Path, dtype=None) -> None:
     save_tensors(sd, folder / ADAPTER_WEIGHTS, metadata={"format": "pt"})
 
 
-def _copy_checked(params: dict, sd: dict, where) -> None:
+def _rank_hint(k: str, v: torch.Tensor, r) -> str:
+    """A LoRA matrix whose rank dimension differs: say so (A is [r, in], B is [out, r])."""
+    w = v.shape[0] if "lora_A" in k else v.shape[-1] if "lora_B" in k else None
+    return f" (config.json's LoRA rank is r={r}; these weights have r={w})" if v.ndim == 2 and w != r else ""
+
+
+def _copy_checked(params: dict, sd: dict, where, cast: bool = False, lora_rank=None) -> None:
+    """Copy tensors into parameters after checking all of them: exact shape (no broadcasting), a floating dtype
+    (the parameter's unless `cast`), finite values in the parameter's dtype."""
+    ready = {}
     for k, v in sd.items():
-        if tuple(v.shape) != tuple(params[k].shape):
+        p = params[k]
+        if tuple(v.shape) != tuple(p.shape):
             raise ValueError(f"{where}: tensor {k} has shape {tuple(v.shape)}, the model expects "
-                             f"{tuple(params[k].shape)}")
+                             f"{tuple(p.shape)}{_rank_hint(k, v, lora_rank) if 'lora_' in k else ''}")
+        if not v.is_floating_point() or (v.dtype != p.dtype and not cast):
+            raise ValueError(f"{where}: tensor {k} is {v.dtype}, the model's is {p.dtype}"
+                             + ("" if v.is_floating_point() else " (not floating point)"))
+        v = v.to(p.dtype)
         if not bool(torch.isfinite(v).all()):
-            raise ValueError(f"{where}: tensor {k} holds non-finite values")
+            raise ValueError(f"{where}: tensor {k} holds non-finite values" + ("" if v.dtype == sd[k].dtype else
+                             f" in {p.dtype} (cast from {sd[k].dtype})"))
+        ready[k] = v
     with torch.no_grad():
-        for k, v in sd.items():
+        for k, v in ready.items():
             params[k].copy_(v)
 
 
@@ -182,6 +258,8 @@ def save_pretrained(model, save_directory, save_memory: bool = True, save_backbo
                     model_card: bool = True) -> None:
     out = Path(save_directory)
     out.mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / ADAPTER_DIR, out / "backbone"):   # leftovers of a killed save into this folder
+        remove_stale_temp(folder)
     model.config.save_pretrained(out)
     own = {k: getattr(model, k).detach() for k in LEARNED}
     own = {k: (v.to(dtype) if dtype is not None else v) for k, v in own.items()}
@@ -271,36 +349,42 @@ def from_pretrained(cls, path, *model_args, dtype=None, torch_dtype=None, attn_i
     if config.lora:
         spec, config.lora = dict(config.lora), None
         model.add_lora(**spec)
-    load_weights(model, local)
+    load_weights(model, local, cast=True)        # dtype= is the caller's choice: checked casts
     if device is not None:
         model.to(device)
     if load_memory and (local / MEMORY_FILE).is_file():
-        model.load_memory(local / MEMORY_FILE)
+        model.load_memory(local / MEMORY_FILE, cast=True)
     elif load_memory and config.warmup:
         model.eval().warm_up(**config.warmup, tokenizer=_tokenizer_for(local, config))
     return model.eval()
 
 
-def load_weights(model, folder: Path) -> None:
+def load_weights(model, folder: Path, cast: bool = False) -> None:
     """Learned vectors and LoRA of a folder into a built model: every file read and checked (exact key sets,
-    exact shapes, finite values) before the first copy."""
+    exact shapes, dtypes, finite values after the cast) before the first copy. Tensors of another floating dtype
+    are refused unless `cast` (from_pretrained's dtype= casts)."""
     folder = Path(folder)
-    own = load_file(str(folder / WEIGHTS_FILE))
-    if set(own) != set(LEARNED):
-        raise ValueError(f"{folder / WEIGHTS_FILE} must hold exactly {list(LEARNED)}, found {sorted(own)}")
+    own, _ = read_tensors(folder / WEIGHTS_FILE, "learned-vector file")
+    missing, extra = sorted(set(LEARNED) - set(own)), sorted(set(own) - set(LEARNED))
+    if missing or extra:
+        raise ValueError(f"{folder / WEIGHTS_FILE} must hold exactly {list(LEARNED)}: missing {missing}, "
+                         f"unexpected {extra}")
     params = dict(model.named_parameters())
     sd = dict(own)
+    adapter = folder / ADAPTER_DIR / ADAPTER_WEIGHTS
     if model.config.lora:
-        if not (folder / ADAPTER_DIR / ADAPTER_WEIGHTS).is_file():
+        if not adapter.is_file():
             raise ValueError(f"{folder}: config.json names a LoRA spec but {ADAPTER_DIR}/{ADAPTER_WEIGHTS} is missing")
-        lora = load_file(str(folder / ADAPTER_DIR / ADAPTER_WEIGHTS))
+        lora, _ = read_tensors(adapter, "adapter file")
         names = {_peft_key(n): "base." + n for n, _ in model.base.named_parameters() if "lora_" in n}
         missing, extra = sorted(set(names) - set(lora)), sorted(set(lora) - set(names))
         if missing or extra:
-            raise ValueError(f"{folder}: adapter tensors do not match the LoRA spec: missing {missing[:3]}, "
-                             f"unexpected {extra[:3]}")
+            raise ValueError(f"{folder}: adapter tensors do not match the LoRA spec in config.json: "
+                             f"{len(missing)} missing {missing[:3]}, {len(extra)} unexpected {extra[:3]}")
         sd.update({names[k]: v for k, v in lora.items()})
-    _copy_checked(params, sd, folder)
+    elif adapter.is_file():
+        raise ValueError(f"{folder} holds a LoRA adapter ({ADAPTER_DIR}/) but config.json has no LoRA spec")
+    _copy_checked(params, sd, folder, cast=cast, lora_rank=(model.config.lora or {}).get("r"))
 
 
 def snapshots(run_dir) -> list[Path]:
@@ -371,6 +455,8 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index).is_file():
             files = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            if any(Path(f).name != f for f in files):
+                raise ValueError(f"{folder / index} names weight files outside the folder: {files[:3]}")
             break
     else:
         files = [f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file()]
@@ -378,8 +464,17 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"no model weights in {folder}")
     sd = {}
     for f in files:
-        sd.update(load_file(str(folder / f)) if f.endswith(".safetensors")
-                  else torch.load(folder / f, map_location="cpu", weights_only=True))
+        if f.endswith(".safetensors"):
+            sd.update(read_tensors(folder / f, "weights file")[0])
+            continue
+        try:   # weights_only: a pickle that would build anything but tensors is refused, never run
+            part = torch.load(folder / f, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+            raise ValueError(f"{folder / f} is not a plain tensor checkpoint (refused to unpickle it): "
+                             f"{str(err).splitlines()[0]}") from None
+        if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
+            raise ValueError(f"{folder / f} does not hold a state dict of tensors")
+        sd.update(part)
     return sd
 
 
@@ -427,6 +522,6 @@ def load_official(cls, folder: Path, dtype=torch.float32, attn_implementation: s
     own = {"new_memory_positional_emb": extra["new_memory_positional_emb"].reshape(1, 1, -1)}
     if "bos_embedding" in extra:
         own["bos_embedding"] = extra["bos_embedding"]
-    _copy_checked(dict(model.named_parameters()), {k: v.to(dtype) for k, v in own.items()}, folder)
-    model.set_memory(extra["memory"].to(dtype), bool(extra.get("initialized", torch.tensor(1)).item()))
+    _copy_checked(dict(model.named_parameters()), own, folder, cast=True)
+    model.set_memory(extra["memory"], checks.initialized(extra.get("initialized", True)))
     return model.eval()

@@ -45,12 +45,18 @@ def results_dir(name: str, root: str | Path | None = None) -> Path:
 
 def write_run(directory: Path, rows: list[dict], config: dict, extra: dict | None = None,
               table: str = "records.csv") -> Path:
-    """rows -> CSV; config + environment (+ extra facts such as wall time) -> config.json."""
+    """rows -> CSV; config + environment (+ extra facts such as wall time) -> config.json. Both written
+    atomically (temp file + rename): a kill leaves the previous run's files or the new ones, never half a table."""
     import pandas as pd
+
+    from .persistence import atomic_write, remove_stale_temp, write_text
+    directory = Path(directory)
+    remove_stale_temp(directory)
     path = directory / table
-    pd.DataFrame(rows).to_csv(path, index=False)
-    (directory / "config.json").write_text(json.dumps({"config": config, "environment": environment(),
-                                                       **(extra or {})}, indent=1, default=str))
+    frame = pd.DataFrame(rows)
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+    write_text(directory / "config.json", json.dumps({"config": config, "environment": environment(),
+                                                      **(extra or {})}, indent=1, default=str))
     return path
 
 

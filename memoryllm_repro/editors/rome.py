@@ -39,7 +39,7 @@ def key_covariance(model, tok, layer: int, num_docs: int = 200, max_tokens: int 
     tag = hashlib.sha256(f"{model.base.config.to_json_string()}-{W.float().sum().item():.6e}".encode()).hexdigest()
     path = cache_root() / "rome_stats" / f"{tag[:16]}-layer{layer}-{num_docs}.pt"
     if path.is_file():
-        return torch.load(path)
+        return torch.load(path, weights_only=True)   # a cache file: tensors only, never code
     texts = generic_texts()[:-GENERIC_HOLDOUT][:num_docs]
     d_ff = W.shape[1]
     acc, n = torch.zeros(d_ff, d_ff, dtype=torch.float64), 0

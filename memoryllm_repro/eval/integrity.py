@@ -6,8 +6,9 @@ norm statistics of the pool, the fraction of slots written in the last N/K updat
 1 - (1 - K/N)^(N/K) ≈ 0.64), non-finite values, and whether an early probe fact is still answered.
 
 Kill-safe: `records.jsonl` and `health.jsonl` are append-only; every `checkpoint_every` updates the buffered rows
-are appended and fsynced, then `state/` (pool, generator, slot birth times, position, file offsets) is replaced
-atomically. A re-run truncates the files to the offsets in `state/` and continues from there, producing exactly
+are appended and fsynced, then `state/` (pool, generator, slot birth times, position, file offsets; safetensors
+and JSON, no pickle) is built in `state.tmp/` and renamed into place (the previous one is kept as `state.old/`
+until then, and a start after a kill between the two renames recovers it). A re-run truncates the files to the offsets in `state/` and continues from there, producing exactly
 the rows an uninterrupted run would (the updates since the last checkpoint are recomputed identically).
 
     python -m memoryllm_repro.eval.integrity --model default --updates 1000 --out results/figure6_integrity
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from .. import persistence
 from ..data.qa import context_text, question_text
 from .retention import _ids, answer, hit
 
@@ -85,10 +87,18 @@ def run_integrity(model, tok, examples, out_dir, total_updates: int, checkpoint_
     out.mkdir(parents=True, exist_ok=True)
     rec_path, health_path, state = out / "records.jsonl", out / "health.jsonl", out / "state"
     L, N = model.L, model.N
+    tmp, old = out / "state.tmp", out / "state.old"
+    if not state.exists() and (old / "meta.json").is_file():   # killed between the two renames below
+        os.replace(old, state)
+    shutil.rmtree(tmp, ignore_errors=True)                      # a killed checkpoint's leftovers
+    shutil.rmtree(old, ignore_errors=True)
+    persistence.remove_stale_temp(out)
     if (state / "meta.json").is_file():
         meta = json.loads((state / "meta.json").read_text())
-        model.load_memory(state / "memory.safetensors")
-        birth = torch.load(state / "birth.pt", weights_only=True)
+        birth = persistence.read_tensors(state / "birth.safetensors", "integrity state")[0].get("birth")
+        if birth is None or birth.shape != (L, N) or birth.dtype != torch.long:
+            raise ValueError(f"{state / 'birth.safetensors'} must hold birth: int64 [{L}, {N}]")
+        model.load_memory(state / persistence.MEMORY_FILE)
         _truncate(rec_path, meta["records_bytes"])
         _truncate(health_path, meta["health_bytes"])
     else:
@@ -124,17 +134,16 @@ def run_integrity(model, tok, examples, out_dir, total_updates: int, checkpoint_
             meta = {"update": u, "records_bytes": _append(rec_path, rows),
                     "health_bytes": _append(health_path, hrows), "seconds": time.time() - t0}
             rows, hrows = [], []
-            tmp = out / "state.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
-            model.save_memory(tmp / "memory.safetensors")
-            torch.save(birth, tmp / "birth.pt")
-            (tmp / "meta.json").write_text(json.dumps(meta))
-            old = out / "state.old"
+            model.save_memory(tmp / persistence.MEMORY_FILE)
+            persistence.save_tensors({"birth": birth}, tmp / "birth.safetensors")
+            persistence.write_text(tmp / "meta.json", json.dumps(meta))
             shutil.rmtree(old, ignore_errors=True)
             if state.exists():
                 os.replace(state, old)
             os.replace(tmp, state)
+            persistence.fsync_dir(out)
             shutil.rmtree(old, ignore_errors=True)
     bar.close()
     return out

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file
 from torch import nn
 
 from .. import persistence
@@ -162,12 +161,40 @@ def load_optimizer_state(tensors: dict, meta: dict, names: list[str], where) -> 
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _record_step(line: str):
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):   # a line torn by a kill mid-write
+        return None
+
+
 def truncate_jsonl(path: Path, max_step: int) -> None:
-    """Drop the records of steps after `max_step` (they are redone after a resume), atomically."""
+    """Drop the records of steps after `max_step` (they are redone after a resume) and lines torn by a kill,
+    atomically; of records of one step only the first is kept."""
     if not path.exists():
         return
-    lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= max_step]
-    persistence.write_text(path, "".join(l + "\n" for l in lines))
+    kept, seen = [], set()
+    for line in path.read_text().splitlines():
+        step = _record_step(line)
+        if step is not None and step <= max_step and step not in seen:
+            kept.append(line)
+            seen.add(step)
+    persistence.write_text(path, "".join(l + "\n" for l in kept))
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """One record, flushed and fsynced: a kill loses at most this line (a torn tail is dropped on resume)."""
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class CorpusSamples:
@@ -283,8 +310,11 @@ class Trainer:
                  "optimizer": opt_meta, "train_config": self.cfg.to_dict()}, indent=1, default=str))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
+            persistence.fsync_dir(final.parent)
             for old in persistence.snapshots(self.out)[:-self.cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+                doomed = old.with_name(old.name + ".old.tmp")   # renamed first: a kill mid-delete leaves a .tmp
+                os.replace(old, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
         self.acc.wait_for_everyone()
         return final
 
@@ -292,9 +322,14 @@ class Trainer:
         return [n for n, p in self.model.named_parameters() if p.requires_grad]
 
     def resume(self) -> bool:
+        """Continue from the newest snapshot (True), else start fresh (False). Either way the run folder is
+        first cleaned of a killed save's leftovers, and log lines of steps that will be redone are dropped."""
+        ckpts = self.out / "checkpoints"
         if self.acc.is_main_process:          # leftovers of a kill during a save
-            for stale in (self.out / "checkpoints").glob("*.tmp") if (self.out / "checkpoints").is_dir() else []:
-                shutil.rmtree(stale, ignore_errors=True)
+            for stale in ckpts.glob("*.tmp") if ckpts.is_dir() else []:
+                _remove(stale)
+            persistence.remove_stale_temp(self.out)
+        self.acc.wait_for_everyone()
         snaps = persistence.snapshots(self.out)
         if not snaps and self.cfg.init_from:   # a new stage starts from another run's snapshot (copied)
             src = Path(self.cfg.init_from)
@@ -308,14 +343,21 @@ class Trainer:
             self.acc.wait_for_everyone()
             snaps = persistence.snapshots(self.out)
         if not snaps:
+            if self.acc.is_main_process:      # a kill before the first snapshot: those steps are redone
+                for name in ("log.jsonl", "val.jsonl"):
+                    truncate_jsonl(self.out / name, 0)
             return False
         snap = snaps[-1]
-        meta = json.loads((snap / TRAINER_STATE).read_text())
-        if meta.get("format") != TRAINER_FORMAT:
-            raise ValueError(f"{snap}: unknown trainer state format {meta.get('format')!r}")
-        tensors = load_file(str(snap / TRAINER_TENSORS))
-        opt_state = load_optimizer_state(load_file(str(snap / OPTIMIZER_FILE)), meta["optimizer"],
-                                         self._trainable_names(), snap)
+        try:
+            meta = json.loads((snap / TRAINER_STATE).read_text())
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{snap / TRAINER_STATE} is not a JSON trainer state: {err}") from None
+        if not isinstance(meta, dict) or meta.get("format") != TRAINER_FORMAT:
+            raise ValueError(f"{snap}: unknown trainer state format "
+                             f"{meta.get('format') if isinstance(meta, dict) else type(meta).__name__!r}")
+        tensors, _ = persistence.read_tensors(snap / TRAINER_TENSORS, "trainer state")
+        opt_state = load_optimizer_state(persistence.read_tensors(snap / OPTIMIZER_FILE, "optimizer state")[0],
+                                         meta["optimizer"], self._trainable_names(), snap)
         persistence.load_weights(self.model, snap)       # checked: exact keys and shapes
         self.model.load_memory(snap / persistence.MEMORY_FILE)
         self.opt.load_state_dict(opt_state)
@@ -450,9 +492,7 @@ class Trainer:
                 log.flush()
             bar.set_postfix(loss=f"{rec['loss']:.3f}", obj=objective[:12])
             if cfg.eval_every and st["step"] % cfg.eval_every == 0 and acc.is_main_process:
-                val = self.validate()
-                with (self.out / "val.jsonl").open("a") as f:
-                    f.write(json.dumps({"step": st["step"], **val}) + "\n")
+                append_jsonl(self.out / "val.jsonl", {"step": st["step"], **self.validate()})
             out_of_time = cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes
             if st["step"] - last_save >= cfg.save_every or st["step"] == cfg.steps or out_of_time:
                 self.save()
