@@ -110,8 +110,8 @@ def rows(model, memory_rows, B: int) -> torch.Tensor:
     return r.to(device=model.device, dtype=model.dtype)
 
 
-def _pool(model) -> torch.Tensor:
-    return model._pool
+def _pool(model) -> torch.Tensor:   # the pool (a read-only view): its dtype and device are what inputs become
+    return model.memory_state()["memory"]
 
 
 def delta(model, delta) -> torch.Tensor:

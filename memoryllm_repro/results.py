@@ -11,6 +11,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from .files import atomic_write, remove_stale_temp, write_text
+
 from .paths import PACKAGE
 from .paths import ROOT as REPO  # outputs root (a checkout or the cwd)
 PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "numpy", "pandas")
@@ -49,7 +51,6 @@ def write_run(directory: Path, rows: list[dict], config: dict, extra: dict | Non
     atomically (temp file + rename): a kill leaves the previous run's files or the new ones, never half a table."""
     import pandas as pd
 
-    from .persistence import atomic_write, remove_stale_temp, write_text
     directory = Path(directory)
     remove_stale_temp(directory)
     path = directory / table

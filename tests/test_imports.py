@@ -4,7 +4,8 @@ Every module of the package is parsed with `ast`; every import counts, at module
 relative or absolute. A module's layer is its rank below (the first component of its dotted name inside the
 package decides; a sub-package's `__init__` has its package's rank):
 
-    rank 0  paths, results, plotting        where things live, run records, one plot style
+    rank 0  paths, files, results,          where things live, atomic files, run records, one plot style
+            plotting
     rank 1  backbones                       loading φ (HF models, tokenizers)
     rank 2  data.*                          corpora, QA/editing/long-context data, prompt formats (QAExample)
     rank 3  checks, cache, model,           the MemoryLLM wrapper, its input checks and what loads/saves it
@@ -32,7 +33,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "memoryllm_repro"
 
-RANK = {"paths": 0, "results": 0, "plotting": 0,
+RANK = {"paths": 0, "files": 0, "results": 0, "plotting": 0,
         "backbones": 1,
         "data": 2,
         "checks": 3, "cache": 3, "model": 3, "persistence": 3, "checkpoints": 3, "__init__": 3,
@@ -175,8 +176,12 @@ def test_no_private_model_state_outside_the_model():
         rel = path.relative_to(REPO).as_posix()
         if rel in allowed:
             continue
-        for node in ast.walk(ast.parse(path.read_text(), rel)):
+        src = path.read_text()
+        lines = src.splitlines()
+        for node in ast.walk(ast.parse(src, rel)):
             if isinstance(node, ast.Attribute) and node.attr in PRIVATE_STATE:
+                if "# private:" in lines[node.lineno - 1]:    # a test that bypasses the API on purpose, said so
+                    continue
                 bad.append(f"{rel}:{node.lineno} .{node.attr}")
     assert bad == []
 
