@@ -84,27 +84,33 @@ class Filler:
         return " ".join(pre + [fact] + post)
 
 
+@torch.no_grad()
 def _cell(model, tok, items: list[dict], style: str, ask_after: tuple[int, ...], distractors: list[torch.Tensor],
-          write: bool = True, max_new_tokens: int = 10) -> dict[int, list[bool]]:
+          write: bool = True, max_new_tokens: int = 10, batch: int = 8) -> dict[int, list[bool]]:
     """items [{write, question, answer}]: write each (in its own copy of the pool), then after m unrelated writes
-    for every m in ask_after ask the question. Returns {m: [hit per item]}; m = -1 means nothing was written."""
-    B = len(items)
+    for every m in ask_after ask the question. Returns {m: [hit per item]}; m = -1 means nothing was written.
+    Items run `batch` at a time: each copy of a 30 x 1920 x 576 pool (and its projected keys/values) is ~0.2 GB."""
     prompts = [prompt_text(tok, it["question"], style) for it in items]
-    out = {}
-    with model.memory_snapshot():
-        if not write:      # one pool read by all B prompts: its keys and values are projected once
+    if not write:      # one pool read by all prompts: its keys and values are projected once
+        with model.memory_snapshot():
             preds = answers(model, tok, prompts, max_new_tokens)
-            return {-1: [hit(p, it["answer"]) for p, it in zip(preds, items)]}
-        deltas = [model.inject_memory(_ids(tok, it["write"]).to(model.device), update_memory=False)
-                  for it in items]
-        model.expand_memories(B)
-        model.write_memory(torch.cat(deltas))
-        for m in range(max(ask_after) + 1):
-            if m in ask_after:
-                preds = answers(model, tok, prompts, max_new_tokens)
-                out[m] = [hit(p, it["answer"]) for p, it in zip(preds, items)]
-            if m < max(ask_after):
-                model.inject_memory(distractors[m % len(distractors)].to(model.device).expand(B, -1))
+        return {-1: [hit(p, it["answer"]) for p, it in zip(preds, items)]}
+    out = {m: [] for m in ask_after}
+    for i in range(0, len(items), batch):
+        group, qs = items[i:i + batch], prompts[i:i + batch]
+        with model.memory_snapshot():
+            deltas = [model.inject_memory(_ids(tok, it["write"]).to(model.device), update_memory=False)
+                      for it in group]
+            model.expand_memories(len(group))
+            model.write_memory(torch.cat(deltas))
+            del deltas
+            for m in range(max(ask_after) + 1):
+                if m in ask_after:
+                    preds = answers(model, tok, qs, max_new_tokens)
+                    out[m] += [hit(p, it["answer"]) for p, it in zip(preds, group)]
+                if m < max(ask_after):
+                    d = distractors[m % len(distractors)].to(model.device)
+                    model.inject_memory(d.expand(len(group), -1))
     return out
 
 
