@@ -1,0 +1,99 @@
+"""Diagnostic probes (eval/probes.py) on the tiny random model: table shape, pool restored, bad input."""
+import random
+
+import pytest
+import torch
+
+from memoryllm_repro import MemoryLLM, load_tokenizer
+from memoryllm_repro.data.corpus import GENERIC_HOLDOUT, generic_texts
+from memoryllm_repro.eval import probes
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    m = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
+    m.inject_memory(tok("A warm pool before the probes start: one sentence, long enough to be written into memory.",
+                        return_tensors="pt").input_ids)
+    return m.eval()
+
+
+def test_probe_table_shape_and_pool_restored(model, tok):
+    pool, gen = model.memory.clone(), model.generator.get_state()
+    df = probes.run_probes(model, tok, "quick", n=3, progress=False)
+    assert list(df.columns) == ["probe", "setting", "n", "accuracy", "write_tokens"]
+    q = probes.PRESETS["quick"]
+    expected = (len(q["forms"]) + len(q["distances"]) + 2 + (len(q["lengths"]) + 1) + len(q["prompts"])
+                + len(q["positions"]))
+    assert len(df) == expected
+    assert set(df.probe) == {"form", "distance", "borderline", "length", "prompt"}     # quick: no position cells
+    assert (df.n == 3).all() and df.accuracy.between(0, 1).all()
+    lengths = df[df.probe == "length"].set_index("setting").write_tokens
+    assert lengths["fact only"] < 60 and 470 <= lengths["512"] <= 525
+    assert torch.equal(model.memory, pool) and model.num_memories == 1
+    assert torch.equal(model.generator.get_state(), gen)
+
+
+def test_full_preset_cells(model, tok):
+    df = probes.run_probes(model, tok, "full", n=2, progress=False, lengths=(64, 512), distances=(0, 2),
+                           positions=("middle",))
+    forms = set(df[df.probe == "form"].setting)
+    assert forms == {"natural", "context_prefix", "templates", "world"}
+    assert set(df[df.probe == "prompt"].setting) == {"qa", "chat", "bare"}
+    assert set(df[df.probe == "distance"].setting) == {"+0 writes", "+2 writes"}
+    assert set(df[df.probe == "position"].setting) == {"middle of 512"}
+
+
+def test_a_perfect_reader_scores_one(tok):
+    """The hit rule and bookkeeping are right: a fake model whose 'generation' copies the answer it was told
+    scores 1 in every written cell and 0 in the borderline."""
+    cell = probes._cell
+    items = [dict(write="The gate code of the old north gate of Brumholt is 4471.", question="What is the gate code of Brumholt?",
+                  answer="4471")]
+    written = []          # the fake answers() knows the fact once anything was written
+
+    def fake_answers(model, tok, prompts, n):
+        return [" 4471" if written else " no idea" for _ in prompts]
+
+    m = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
+    orig_inject = m.inject_memory
+
+    def inject(ids, **kw):
+        written.append(ids)
+        return orig_inject(ids, **kw)
+    m.inject_memory = inject
+    saved = probes.answers
+    probes.answers = fake_answers
+    try:
+        assert cell(m, tok, items, "qa", (0,), [], write=False) == {-1: [False]}
+        assert cell(m, tok, items, "qa", (0, 2), [tok("x " * 20, return_tensors="pt").input_ids]) == \
+            {0: [True], 2: [True]}
+    finally:
+        probes.answers = saved
+
+
+def test_filler_lengths_and_positions(tok):
+    f = probes.Filler(tok, generic_texts()[-GENERIC_HOLDOUT:])
+    rng = random.Random(0)
+    fact = "The gate code of the old north gate of Brumholt is 4471."
+    for where in ("start", "middle", "end", "random"):
+        text = f.around(rng, fact, 512, where)
+        n = len(tok(text, add_special_tokens=False).input_ids)
+        assert fact in text and 470 <= n <= 530
+    assert f.around(rng, fact, 512, "start").startswith(fact)
+    assert f.around(rng, fact, 512, "end").endswith(fact)
+
+
+def test_bad_input(model, tok):
+    with pytest.raises(ValueError):
+        probes.run_probes(model, tok, "slow", progress=False)
+    with pytest.raises(ValueError):
+        probes.run_probes(model, tok, "quick", n=41, progress=False)
+    with pytest.raises(ValueError):
+        probes.run_probes(model, tok, "quick", n=2, colour="red", progress=False)
+    with pytest.raises(ValueError):
+        probes.prompt_text(tok, "Why?", "shout")
