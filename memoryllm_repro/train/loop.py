@@ -97,6 +97,7 @@ class TrainConfig:
     eval_every: int = 250               # 0 disables the retention validation
     eval_examples: int = 24
     eval_updates: int = 2
+    eval_probes: str | None = None      # a preset of eval.probes ("quick") instead of the bundled retention set
     log_nomem_loss: bool = True         # also log the target's loss without memory (new-knowledge steps)
     max_minutes: float = 0              # stop cleanly (with a checkpoint) after this long; 0 = no limit
     threads: int = 0                    # torch CPU threads (0 = default); 1 when sharing 2 cores with other work
@@ -419,16 +420,24 @@ class Trainer:
 
     # ---------------------------------------------------------------- evaluation
     def validate(self) -> dict:
-        from ..data.retention_set import heldout_retention_set
-        from ..eval.retention import run_retention
-        examples, distractors = heldout_retention_set(self.cfg.eval_examples, n_distractors=10, seed=1)
+        """Retention on held-out facts (the pool is restored afterwards): the diagnostic probes of eval.probes
+        (natural dev facts, never trained on) when `eval_probes` names a preset, else the bundled world set."""
         self.model.eval()
-        rows = run_retention(self.model, self.tok, examples, distractors, self.cfg.eval_updates, progress=False)
-        out = {}
-        for r in rows:
-            key = "borderline" if r["condition"] == "borderline" else f"acc_step{r['step']}"
-            out.setdefault(key, []).append(r["hit"])
-        out = {k: sum(v) / len(v) for k, v in out.items()}
+        if self.cfg.eval_probes:
+            from ..eval.probes import run_probes
+            df = run_probes(self.model, self.tok, self.cfg.eval_probes, progress=False)
+            out = {f"{r.probe}/{r.setting}": r.accuracy for r in df.itertuples()}
+        else:
+            from ..data.retention_set import heldout_retention_set
+            from ..eval.retention import run_retention
+            examples, distractors = heldout_retention_set(self.cfg.eval_examples, n_distractors=10, seed=1)
+            rows = run_retention(self.model, self.tok, examples, distractors, self.cfg.eval_updates,
+                                 progress=False)
+            out = {}
+            for r in rows:
+                key = "borderline" if r["condition"] == "borderline" else f"acc_step{r['step']}"
+                out.setdefault(key, []).append(r["hit"])
+            out = {k: sum(v) / len(v) for k, v in out.items()}
         if getattr(self.samples, "generic_heldout", None):
             from ..eval.lm import perplexity   # the general-ability check, on 10 held-out generic documents
             out["ppl_no_memory"] = perplexity(self.model, self.tok, self.samples.generic_heldout[:10],
