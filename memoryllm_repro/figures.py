@@ -10,6 +10,7 @@ outside the data; panels that are compared share their y-scale.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 from .plotting import apply_style, savefig
@@ -170,8 +171,9 @@ def figure4(summary, evidence=None, *, window: int | None = None, full_max: int 
                 ax.plot([paper_len], [PAPER["table2"][task][0]], marker="*", ms=10, ls="none", color=GREY,
                         label=f"paper: MemoryLLM-7B at 16k (Table 2; {PAPER_MODEL} backbone)", zorder=4)
             if len(zero) > 1:   # coinciding lines: say so in words as well
-                ax.text(0.03, 0.05, f"{len(zero)} methods at 0 at every length:\n{', '.join(zero)}",
-                        transform=ax.transAxes, fontsize=6, va="bottom",
+                names = textwrap.fill(", ".join(z.replace(" ", "\u00a0") for z in zero), 62).replace("\u00a0", " ")
+                ax.text(0.03, 0.05, f"{len(zero)} methods at 0 at every length:\n{names}",
+                        transform=ax.transAxes, fontsize=5.5, va="bottom",
                         bbox=dict(fc="white", ec="none", alpha=0.85, pad=1))
             ax.set_xscale("log", base=2)
             ax.set_xticks(ticks, [f"{x // 1024}k" if x >= 1024 else str(x) for x in ticks])
@@ -215,7 +217,8 @@ def figure4(summary, evidence=None, *, window: int | None = None, full_max: int 
             d = evidence[evidence.task == task].set_index("place")
             ys = np.arange(len(places)) + (i - (len(tasks) - 1) / 2) * height
             vals = [d.f1_first_line.get(p, np.nan) for p in places]
-            ax.barh(ys, vals, height, color=f"C{4 + i}", label=f"F1 by evidence place (n = examples): {dataset_label(task)}")
+            ax.barh(ys, vals, height, color=f"C{4 + i}",
+                    label=f"F1 by evidence place (n = examples): {dataset_label(task)}")
             for y, p, v in zip(ys, places, vals):
                 if p in d.index:
                     ax.annotate(f"{v:.1f} (n = {int(d.n[p])})", (0 if np.isnan(v) else v, y), xytext=(3, 0),
@@ -284,7 +287,8 @@ def figure6(series, health, N: int, K: int, *, window: int, ema_decay: float, da
     ax.plot(series["update"], series.accuracy, color="C0",
             label=f"ours: accuracy over the last {window:,} updates (95% Wilson band)")
     ax.fill_between(series["update"], series.ci_low, series.ci_high, color="C0", alpha=0.2, lw=0)
-    ax.plot(series["update"], series.ema, color="C1", alpha=0.9, label=f"ours: exponential moving average ({ema_decay})")
+    ax.plot(series["update"], series.ema, color="C1", alpha=0.9,
+            label=f"ours: exponential moving average ({ema_decay})")
     paper = {dataset: PAPER["step1"][dataset]} if dataset in PAPER["step1"] else PAPER["step1"]
     for ds, v in paper.items():
         ax.axhline(v, color=GREY, ls=(0, (4, 2)), lw=1,
@@ -367,7 +371,7 @@ def figure7(summary, *, trained: dict | None = None, caption: str | None = None)
     configs = list(dict.fromkeys(summary.config))
     groups = ablation_groups(configs)
     color = {c: f"C{i}" for i, c in enumerate(configs)}
-    fig, axes = _figure(2, len(groups), (4.0 * len(groups), 6.0), sharey="row")
+    fig, axes = _figure(2, len(groups), (max(4.0 * len(groups), 6.0), 6.0), sharey="row")
     paper = {  # the paper's marks per comparison: (values, marker, filled, label)
         "write": [(PAPER["step1"], 0.7, True, f"paper ({PAPER_MODEL}): K = 256, N/K = 30, after 1 update"),
                   (PAPER["step1_k128"], 0.35, False, f"paper ({PAPER_MODEL}): K = 128, after 1 update")],
@@ -387,8 +391,11 @@ def figure7(summary, *, trained: dict | None = None, caption: str | None = None)
             top.plot(mem.step, mem.accuracy, marker="o", ms=3, color=color[name], label=label, zorder=3)
             top.fill_between(mem.step, mem.ci_low, mem.ci_high, color=color[name], alpha=0.12, lw=0)
             top.plot(mem.step, [eq5(t, a_u, a_b, N, K) for t in mem.step], ls=":", lw=0.9, color=color[name])
-            bottom.plot(mem.step, mem.accuracy / a_u if a_u > 0 else mem.accuracy * math.nan, marker="o", ms=3,
-                        color=color[name])
+            if a_u > 0:
+                bottom.plot(mem.step, mem.accuracy / a_u, marker="o", ms=3, color=color[name])
+            else:   # nothing to divide by: say so rather than leave the panel silently empty
+                bottom.text(0.5, 0.9 - 0.08 * members.index(name), f"{config_label(name, N, K)}: 0 after 1 update",
+                            transform=bottom.transAxes, ha="center", fontsize=6, color=color[name])
         for values, x, filled, label in paper.get(title.split()[0], []):
             _paper_step1_marks(top, values, x, filled, label)
         top.plot([], [], ls=":", color="k", label="Eq. 5 bound (dotted, one per model)")
@@ -409,6 +416,7 @@ def replot_committed(directory: str | Path | None = None) -> list[Path]:
     are read from figures/<name>.json when present."""
     import json
 
+    import matplotlib.pyplot as plt
     import pandas as pd
     from .results import REPO
     d = Path(directory) if directory is not None else REPO / "figures"
@@ -424,19 +432,24 @@ def replot_committed(directory: str | Path | None = None) -> list[Path]:
         fig = figure4(pd.read_csv(d / "figure4_longbench.csv"), pd.read_csv(ev) if ev.is_file() else None,
                       window=m.get("window"), full_max=m.get("full_max"), caption=m.get("caption"))
         written += savefig(fig, "figure4_longbench", d)
+        plt.close(fig)
     if (d / "figure5_retention.csv").is_file():
         m = meta("figure5_retention")
         fig = figure5(pd.read_csv(d / "figure5_retention.csv"), m["N"], m["K"], caption=m.get("caption"))
         written += savefig(fig, "figure5_retention", d)
+        plt.close(fig)
     if (d / "figure6_integrity.csv").is_file():
         m = meta("figure6_integrity")
-        fig = figure6(pd.read_csv(d / "figure6_integrity.csv"), pd.read_csv(d / "figure6_integrity_health.csv"), m["N"], m["K"], window=m["window"],
+        fig = figure6(pd.read_csv(d / "figure6_integrity.csv"), pd.read_csv(d / "figure6_integrity_health.csv"),
+                      m["N"], m["K"], window=m["window"],
                       ema_decay=m["ema_decay"], dataset=m.get("dataset", "bundled"), caption=m.get("caption"))
         written += savefig(fig, "figure6_integrity", d)
+        plt.close(fig)
     if (d / "figure7_ablation.csv").is_file():
         m = meta("figure7_ablation")
         fig = figure7(pd.read_csv(d / "figure7_ablation.csv"), trained=m.get("trained"), caption=m.get("caption"))
         written += savefig(fig, "figure7_ablation", d)
+        plt.close(fig)
     return written
 
 
