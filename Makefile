@@ -15,7 +15,7 @@ NOTEBOOKS := $(basename $(notdir $(wildcard notebooks/*.py)))
 .DEFAULT_GOAL := help
 .PHONY: bench
 .PHONY: help venv test test-fast nbval figure7 ablations table1 figure4 table2 figure5 figure6 walkthrough notebook clean
-.PHONY: figures lab
+.PHONY: figures lab replot
 
 help: ## list the targets (FULL=1: paper-scale config on a GPU; PARAMS="-p name value": one notebook parameter)
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]+):.*## (.*)/\1\t\2/' | \
@@ -92,6 +92,10 @@ figures: venv ## figure5, figure4 (+ table2), table1, figure6, then figure7 if m
 	$(MAKE) figure6
 	if $(PY) -m memoryllm_repro.experiments figure7 --check-trained; then $(MAKE) figure7; \
 		else echo "figure7 skipped: run make ablations first"; fi
+
+# Re-draw figures/*.png|pdf from the committed CSVs next to them (figures/<name>.json: caption facts); no model runs.
+replot: venv ## re-draw the committed figures from their CSVs in figures/ (seconds, no recompute)
+	$(PY) -m memoryllm_repro.figures
 
 # JupyterLab on the project venv; jupytext opens notebooks/*.py as notebooks. Pick the kernel "memoryllm-repro".
 lab: venv ## JupyterLab with the project kernel "memoryllm-repro"

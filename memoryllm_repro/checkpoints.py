@@ -65,3 +65,9 @@ def load_model(spec: str = "default", device: str = "cpu", dtype=torch.float32):
             continue
     tok = tok or load_tokenizer("smollm2-135m")
     return model.to(device).eval(), tok, desc
+
+
+def is_stand_in(description: str) -> bool:
+    """True for what `load_model` gives when no trained checkpoint is used ("tiny", "untrained", or "default"
+    without a checkpoint): numbers from it may run the pipeline but never stand for a result in figures/."""
+    return description.startswith("tiny random") or "UNTRAINED" in description

@@ -91,3 +91,26 @@ def notebook_params(namespace: dict, name: str, source: str | Path | None = None
     if missing:
         raise KeyError(f"parameters of {path.name} not defined in the namespace: {missing}")
     return {n: namespace[n] for n in names}
+
+
+# what only changes how a run is shown (or whether it is recomputed), never its numbers
+PRESENTATION_PARAMS = ("recompute", "figure_name")
+
+
+def reuse_run(directory: Path, params: dict, table: str = "records.csv",
+              ignore: tuple[str, ...] = PRESENTATION_PARAMS):
+    """(rows, config.json) of an earlier run in `directory` made with the same parameters as `params` (those in
+    `ignore` aside), else None: a notebook re-draws its figure from these instead of recomputing them."""
+    import pandas as pd
+    cfg, path = Path(directory) / "config.json", Path(directory) / table
+    if not (cfg.is_file() and path.is_file()):
+        return None
+    try:
+        recorded = json.loads(cfg.read_text())
+    except json.JSONDecodeError:
+        return None
+    now = json.loads(json.dumps(params, default=str))      # as write_run stored it (tuples -> lists, ...)
+    before = recorded.get("config", {})
+    if {k: v for k, v in now.items() if k not in ignore} != {k: v for k, v in before.items() if k not in ignore}:
+        return None
+    return pd.read_csv(path), recorded

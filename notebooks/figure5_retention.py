@@ -10,7 +10,8 @@
 # * `make figure5` runs the small CPU configuration below on the default model (about 10 minutes on 2 cores).
 # * `make figure5 FULL=1` uses `configs/notebooks/figure5_retention.full.yaml` (SQuAD + NaturalQuestions in the
 #   authors' formats, paper-scale sample counts, CUDA).
-# * All computation lives in `memoryllm_repro.eval.retention`; this notebook runs it and draws the figure.
+# * All computation lives in `memoryllm_repro.eval.retention`, the drawing in `memoryllm_repro.figures.figure5`.
+#   A second run with the same parameters re-draws from `results/figure5_retention/` (`recompute=True` runs again).
 
 # %% tags=["parameters"]
 model = "default"            # "default", "untrained", "tiny", or a checkpoint folder (see memoryllm_repro.checkpoints)
@@ -25,36 +26,42 @@ device = "cpu"
 dtype = "float32"
 data_dir = None              # folder with squad/ and nq/ in the authors' layout (default: the repo's data/)
 results = None               # output folder (default: results/figure5_retention)
-figure_name = "figure5_retention"   # None: do not write figures/
+figure_name = "figure5_retention"   # None: do not write figures/ (never written from a stand-in model)
+recompute = False            # False: re-draw from results/figure5_retention when it holds a run with these parameters
 
 # %%
+import json
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 
-from memoryllm_repro import theoretical_accuracy
-from memoryllm_repro.checkpoints import load_model
+from memoryllm_repro.checkpoints import is_stand_in, load_model
 from memoryllm_repro.eval.retention import run_figure5, summarize
-from memoryllm_repro.plotting import apply_style, savefig
-from memoryllm_repro.results import notebook_params, results_dir, write_run
+from memoryllm_repro.figures import figure5
+from memoryllm_repro.plotting import savefig
+from memoryllm_repro.results import REPO, notebook_params, results_dir, reuse_run, write_run
 
-t0 = time.time()
-net, tok, description = load_model(model, device=device, dtype=dtype)
-N, K = net.N, net.K
-print(description, f"| N = {N}, K = {K}")
-
-# %%
-records = run_figure5(net, tok, datasets=datasets, num_examples=num_examples, num_updates=num_updates,
-                      num_distractors=num_distractors, seed=seed, carry_over=carry_over, data_dir=data_dir,
-                      batch_size=1 if carry_over else batch_size)
-wall = time.time() - t0
+params = notebook_params(globals(), "figure5_retention")
 out = results_dir("figure5_retention", results)
-write_run(out, records.to_dict("records"), notebook_params(globals(), "figure5_retention"),
-          extra={"model_description": description, "N": N, "K": K, "wall_seconds": round(wall, 1)})
+earlier = None if recompute else reuse_run(out, params)
+if earlier is None:
+    t0 = time.time()
+    net, tok, description = load_model(model, device=device, dtype=dtype)
+    N, K = net.N, net.K
+    print(description, f"| N = {N}, K = {K}")
+    records = run_figure5(net, tok, datasets=datasets, num_examples=num_examples, num_updates=num_updates,
+                          num_distractors=num_distractors, seed=seed, carry_over=carry_over, data_dir=data_dir,
+                          batch_size=1 if carry_over else batch_size)
+    wall = time.time() - t0
+    write_run(out, records.to_dict("records"), params,
+              extra={"model_description": description, "N": N, "K": K, "wall_seconds": round(wall, 1)})
+    print(f"{len(records)} records in {wall / 60:.1f} min -> {out}")
+else:   # the same run, already on disk: only re-draw
+    records, recorded = earlier
+    description, N, K, wall = (recorded[k] for k in ("model_description", "N", "K", "wall_seconds"))
+    print(f"re-drawing the run in {out} (recompute=True to run it again)")
 summary = summarize(records)
 summary.to_csv(out / "summary.csv", index=False)
-print(f"{len(records)} records in {wall / 60:.1f} min -> {out}")
 
 # %% [markdown]
 # Accuracy per update (memory), and the reference conditions: borderline, the context in the prompt instead of
@@ -64,27 +71,13 @@ print(f"{len(records)} records in {wall / 60:.1f} min -> {out}")
 summary.round(3)
 
 # %%
-apply_style()
-fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.2), squeeze=False)
-for ax, ds in zip(axes[0], datasets):
-    s = summary[summary.dataset == ds]
-    mem = s[s.condition == "memory"].sort_values("step")
-    ref = {c: s[s.condition == c].accuracy.mean() for c in ("borderline", "context_in_prompt")}
-    a_u, a_b = mem.accuracy.iloc[0], ref["borderline"]
-    t = mem.step.to_numpy()
-    ax.plot(t, mem.accuracy, marker="o", ms=3, label="MemoryLLM")
-    ax.fill_between(t, mem.ci_low, mem.ci_high, alpha=0.2)
-    ax.plot(t, [theoretical_accuracy(x, a_u, a_b, N, K) for x in t], ls=":", color="k",
-            label=r"$a_b + (a_u-a_b)(1-K/N)^{t-1}$")
-    ax.axhline(a_b, ls="--", color="grey", label="borderline (no context)")
-    ax.axhline(ref["context_in_prompt"], ls="-.", color="tab:green", alpha=0.7, label="context in prompt")
-    ax.set(title=ds, xlabel="number of updates", ylabel="accuracy", ylim=(-0.02, 1.02))
-    ax.xaxis.get_major_locator().set_params(integer=True)
-axes[0][-1].legend(fontsize=7, loc="upper right")
-n = int(mem.n.iloc[0])
-fig.text(0.0, -0.16, f"{description}; N = {N}, K = {K}; {n} examples per dataset; bands: 95% Wilson intervals; "
-         f"pool {'carried over' if carry_over else 'restored'} between examples; run time {wall / 60:.1f} min",
-         fontsize=7, wrap=True)
-if figure_name:
+n = int(summary[summary.condition == "memory"].n.iloc[0])
+caption = (f"{description}; N = {N}, K = {K}; {n} questions per dataset; bands: 95% Wilson intervals; pool "
+           f"{'carried over' if carry_over else 'restored'} between questions; run time {wall / 60:.1f} min")
+fig = figure5(summary, N, K, caption=caption)
+if figure_name and not is_stand_in(description):   # the figure and the numbers behind it
     print(savefig(fig, figure_name))
+    summary.to_csv(REPO / "figures" / f"{figure_name}.csv", index=False)
+    (REPO / "figures" / f"{figure_name}.json").write_text(json.dumps({"N": N, "K": K, "caption": caption},
+                                                                     indent=1))
 plt.show()

@@ -13,7 +13,8 @@
 # The §4.7.2 structure ablation (memory in the last half of the layers, `k64_n10_lasthalf`) has a config but was
 # not trained for the committed figure (CPU budget); add it to `configs` once `make ablations` has trained it.
 # Configurations without a trained checkpoint fall back to a few-step tiny run: the plot says so, and nothing is
-# written to `figures/` unless every configuration is a trained checkpoint.
+# written to `figures/` unless every configuration is a trained checkpoint. The drawing is
+# `memoryllm_repro.figures.figure7`; a second run with the same parameters only re-draws.
 
 # %% tags=["parameters"]
 configs = ["k32_n10", "k64_n10", "k64_n20", "k64_n30", "k64_n10_input"]   # + "k64_n10_lasthalf" once trained
@@ -23,7 +24,8 @@ batch_size = 16               # examples evaluated at once (independent pool cop
 fallback_steps = 3            # tiny training run for a configuration that has no checkpoint
 use_checkpoints = True        # False: always the tiny stand-ins (CI)
 results = None
-figure_name = "figure7_ablation"
+figure_name = "figure7_ablation"   # None: do not write figures/ (never written unless every model is trained)
+recompute = False             # False: re-draw from results/figure7_ablation when it holds a run with these parameters
 
 # %%
 import json
@@ -31,52 +33,48 @@ import json
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from memoryllm_repro import load_tokenizer, theoretical_accuracy
+from memoryllm_repro import load_tokenizer
 from memoryllm_repro.eval.retention import run_figure5, summarize
-from memoryllm_repro.plotting import apply_style, savefig
-from memoryllm_repro.results import REPO, notebook_params, results_dir, write_run
+from memoryllm_repro.figures import figure7
+from memoryllm_repro.plotting import savefig
+from memoryllm_repro.results import REPO, notebook_params, results_dir, reuse_run, write_run
 from memoryllm_repro.train.ablation import ablation_model
 
+params = notebook_params(globals(), "figure7_ablation")
 out = results_dir("figure7_ablation", results)
-tok = load_tokenizer("smollm2-135m")
-frames, notes, trained = [], {}, {}
-for name in configs:
-    got = ablation_model(name, use_checkpoints, fallback_steps, stand_in_dir=out / "fallback")
-    notes[name], trained[name] = got.note, got.trained
-    df = run_figure5(got.model, tok, ["bundled"], num_examples, num_updates, seed=3, batch_size=batch_size)
-    df["config"], df["N"], df["K"] = name, got.model.N, got.model.K
-    frames.append(df)
-records = pd.concat(frames)
-write_run(out, records.to_dict("records"), notebook_params(globals(), "figure7_ablation"),
-          extra={"checkpoints": notes})
+earlier = None if recompute else reuse_run(out, params)
+if earlier is not None and "trained" not in earlier[1]:
+    earlier = None                    # recorded before runs said which models were trained: run again
+if earlier is None:
+    tok = load_tokenizer("smollm2-135m")
+    frames, notes, trained = [], {}, {}
+    for name in configs:
+        got = ablation_model(name, use_checkpoints, fallback_steps, stand_in_dir=out / "fallback")
+        notes[name], trained[name] = got.note, got.trained
+        df = run_figure5(got.model, tok, ["bundled"], num_examples, num_updates, seed=3, batch_size=batch_size)
+        df["config"], df["N"], df["K"] = name, got.model.N, got.model.K
+        frames.append(df)
+    records = pd.concat(frames)
+    write_run(out, records.to_dict("records"), params, extra={"checkpoints": notes, "trained": trained})
+else:   # the same run, already on disk: only re-draw
+    records, recorded = earlier
+    notes, trained = recorded["checkpoints"], recorded["trained"]
+    print(f"re-drawing the run in {out} (recompute=True to run it again)")
 summary = pd.concat([summarize(g).assign(config=c, N=g.N.iloc[0], K=g.K.iloc[0])
                      for c, g in records.groupby("config", sort=False)])
 summary.to_csv(out / "summary.csv", index=False)
 print(json.dumps(notes, indent=1))
 
 # %%
-apply_style()
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-for name in configs:
-    s = summary[(summary.config == name)]
-    mem = s[s.condition == "memory"].sort_values("step")
-    a_u, a_b = mem.accuracy.iloc[0], s[s.condition == "borderline"].accuracy.mean()
-    N, K = int(mem.N.iloc[0]), int(mem.K.iloc[0])
-    label = f"{name} (N/K={N // K})" + ("" if "stand-in" not in notes[name] else " [untrained]")
-    line, = axes[0].plot(mem.step, mem.accuracy, marker="o", ms=3, label=label)
-    axes[0].plot(mem.step, [theoretical_accuracy(t, a_u, a_b, N, K) for t in mem.step], ls=":",
-                 color=line.get_color(), lw=0.8)
-    axes[1].plot(mem.step, mem.accuracy / max(a_u, 1e-9), marker="o", ms=3, color=line.get_color())
-axes[0].set(xlabel="number of updates", ylabel="accuracy", title="raw accuracy (dotted: Eq. 5)")
-axes[1].set(xlabel="number of updates", ylabel="accuracy / accuracy at update 1", title="relative accuracy")
-axes[0].legend(fontsize=6)
-budgets = sorted({v for v in notes.values()})
-fig.text(0.0, -0.1, "SmolLM2-135M MemoryLLMs trained with the same recipe (memoryllm_repro/resources/train_configs/ablation), checkpoints: "
-         f"{', '.join(budgets)}; {num_examples} held-out questions per model, pool restored per question",
-         fontsize=7)
+caption = ("SmolLM2-135M MemoryLLMs trained with the same recipe (memoryllm_repro/resources/train_configs/ablation), "
+           f"checkpoints: {', '.join(sorted(set(notes.values())))}; {num_examples} held-out questions per model "
+           "(held-out fictional facts), pool restored per question; bands: 95% Wilson intervals")
+fig = figure7(summary, trained=trained, caption=caption)
 if figure_name and all(trained.values()):   # figures/ only ever holds trained ablation checkpoints
     print(savefig(fig, figure_name))
     summary.to_csv(REPO / "figures" / f"{figure_name}.csv", index=False)   # the committed numbers behind it
+    (REPO / "figures" / f"{figure_name}.json").write_text(json.dumps({"trained": trained, "caption": caption},
+                                                                     indent=1))
 elif figure_name:
     print("figures/ not written: stand-ins for", [n for n, ok in trained.items() if not ok])
 plt.show()

@@ -4,8 +4,8 @@ Every module of the package is parsed with `ast`; every import counts, at module
 relative or absolute. A module's layer is its rank below (the first component of its dotted name inside the
 package decides; a sub-package's `__init__` has its package's rank):
 
-    rank 0  paths, files, results,          where things live, atomic files, run records, one plot style
-            plotting
+    rank 0  paths, files, results,          where things live, atomic files, run records, one plot style, the
+            plotting, figures               figures drawn from tidy frames (+ the paper's numbers in grey)
     rank 1  backbones                       loading φ (HF models, tokenizers)
     rank 2  data.*                          corpora, QA/editing/long-context data, prompt formats (QAExample)
     rank 3  checks, cache, model,           the MemoryLLM wrapper, its input checks and what loads/saves it
@@ -33,7 +33,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "memoryllm_repro"
 
-RANK = {"paths": 0, "files": 0, "results": 0, "plotting": 0,
+RANK = {"paths": 0, "files": 0, "results": 0, "plotting": 0, "figures": 0,
         "backbones": 1,
         "data": 2,
         "checks": 3, "cache": 3, "model": 3, "persistence": 3, "checkpoints": 3, "__init__": 3,

@@ -26,7 +26,7 @@ import torch
 
 from .. import persistence
 from ..data.qa import context_text, question_text
-from .retention import _ids, answer, hit
+from .retention import _ids, answer, hit, wilson
 
 
 def windowed_accuracy(hits, window: int) -> list[float]:
@@ -48,6 +48,24 @@ def ema(hits, decay: float) -> list[float]:
         den = decay * den + 1
         out.append(num / den)
     return out
+
+
+def integrity_series(records, window: int, ema_decay: float, max_points: int = 2000):
+    """Figure 6's tidy series: per update, the accuracy over the last `window` results with its 95% Wilson
+    interval (n = the results in the window) and the EMA, thinned to at most `max_points` evenly spaced updates
+    (the last one kept) so that a million-update run stays a small CSV."""
+    import pandas as pd
+    hits = records["hit"].astype(float).tolist()
+    acc, smooth = windowed_accuracy(hits, window), ema(hits, ema_decay)
+    step = max(1, -(-len(hits) // max_points))
+    keep = sorted(set(range(step - 1, len(hits), step)) | ({len(hits) - 1} if hits else set()))
+    rows = []
+    for i in keep:
+        n = min(i + 1, window)
+        lo, hi = wilson(round(acc[i] * n), n)
+        rows.append({"update": int(records["update"].iloc[i]), "accuracy": acc[i], "n": n, "ci_low": lo,
+                     "ci_high": hi, "ema": smooth[i]})
+    return pd.DataFrame(rows, columns=["update", "accuracy", "n", "ci_low", "ci_high", "ema"])
 
 
 def _append(path: Path, rows: list[dict]) -> int:

@@ -320,11 +320,26 @@ def run_longbench(model, tok, tasks, lengths, n: int, chunk: int, window: int, f
     return pd.DataFrame(rows)
 
 
+def _ci(scores, z: float = 1.96) -> tuple[float, float]:
+    """Normal 95% interval of a dataset score (100 x mean F1), clipped to [0, 100]; samples here are small."""
+    x = [float(v) for v in scores]
+    n = len(x)
+    if n < 2:
+        return float("nan"), float("nan")
+    mean = sum(x) / n
+    half = z * (sum((v - mean) ** 2 for v in x) / (n - 1) / n) ** 0.5
+    return round(max(0.0, 100 * (mean - half)), 2), round(min(100.0, 100 * (mean + half)), 2)
+
+
 def summarize_longbench(df):
-    """LongBench dataset scores (100 x mean F1, 2 decimals) per task, length and method."""
+    """LongBench dataset scores (100 x mean F1, 2 decimals) per task, length and method, with normal 95%
+    intervals (`f1_ci_low` ...)."""
     g = df.groupby(["task", "max_length", "method"])
     return g.agg(f1=("f1", lambda s: dataset_score(s)), f1_first_line=("f1_first_line", lambda s: dataset_score(s)),
-                 n=("f1", "size"), seconds=("seconds", "mean"), state_mb=("state_mb", "mean")).reset_index()
+                 n=("f1", "size"), seconds=("seconds", "mean"), state_mb=("state_mb", "mean"),
+                 f1_ci_low=("f1", lambda s: _ci(s)[0]), f1_ci_high=("f1", lambda s: _ci(s)[1]),
+                 f1_first_line_ci_low=("f1_first_line", lambda s: _ci(s)[0]),
+                 f1_first_line_ci_high=("f1_first_line", lambda s: _ci(s)[1])).reset_index()
 
 
 def evidence_place(where: str) -> str:
