@@ -419,6 +419,7 @@ class Trainer:
                 self.model.inject_memory(self._tensor(s["contexts"][0]))
 
     # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
     def validate(self) -> dict:
         """Retention on held-out facts (the pool is restored afterwards): the diagnostic probes of eval.probes
         (natural dev facts, never trained on) when `eval_probes` names a preset, else the bundled world set."""
