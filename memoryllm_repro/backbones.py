@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -113,6 +114,13 @@ def load_backbone(name_or_path: str = DEFAULT_BACKBONE, dtype: torch.dtype | str
 
 def load_tokenizer(name_or_path: str = DEFAULT_BACKBONE):
     """The HF tokenizer matching a backbone name, a hub id, a local HF folder or a saved MemoryLLM folder."""
+    folder = Path(str(name_or_path))
+    if folder.is_dir() and not any((folder / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
+                                                                     "tokenizer.model")):
+        # a MemoryLLM folder saved without tokenizer files (a training snapshot): its backbone's tokenizer
+        cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+        if cfg.get("model_type") == "memoryllm" and (cfg.get("backbone") or (folder / "backbone").is_dir()):
+            return load_tokenizer(cfg.get("backbone") or str(folder / "backbone"))
     if name_or_path in (DEFAULT_BACKBONE, TINY_BACKBONE):
         name_or_path = str(smollm2_dir())
     tok = AutoTokenizer.from_pretrained(name_or_path)

@@ -17,6 +17,7 @@ before it assigns anything, and every file is written through a temp file + rena
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import pickle
 import warnings
@@ -265,12 +266,20 @@ def _resolve_device(device_map):
     return torch.device(device_map)
 
 
+_AUTO_KWARGS = ("adapter_kwargs", "_from_auto", "code_revision", "subfolder", "_from_pipeline")
+
+
 def from_pretrained(cls, path, *model_args, dtype=None, torch_dtype=None, attn_implementation: str = "sdpa",
                     load_memory: bool = True, device_map=None, revision: str | None = None, token=None,
                     cache_dir=None, local_files_only: bool = False, config=None, trust_remote_code=None,
                     **unused):
+    # what AutoModelForCausalLM passes along by itself; harmless while empty, refused when it asks for something
+    for k in [k for k, v in unused.items() if k in _AUTO_KWARGS
+              and (not v or (isinstance(v, dict) and not any(v.values())))]:
+        unused.pop(k)
+    unused.pop("_commit_hash", None)
     if model_args or unused:
-        raise TypeError(f"MemoryLLM.from_pretrained got unsupported arguments: {list(unused) or model_args}")
+        raise TypeError(f"MemoryLLM.from_pretrained got unsupported arguments: {unused or model_args}")
     local = Path(path)
     if not local.is_dir():
         from huggingface_hub import snapshot_download
@@ -285,7 +294,11 @@ def from_pretrained(cls, path, *model_args, dtype=None, torch_dtype=None, attn_i
         return model.to(device) if device is not None else model
     if cfg_dict.get("model_type") != "memoryllm" or "backbone_config" not in cfg_dict:
         raise ValueError(f"{path} is not a memoryllm-repro checkpoint (no backbone_config in config.json)")
-    config = cls.config_class.from_pretrained(local)
+    saved = cls.config_class.from_pretrained(local)
+    fields = [n for n in inspect.signature(cls.config_class.__init__).parameters if n not in ("self", "kwargs")]
+    if config is not None and any(getattr(config, n, None) != getattr(saved, n) for n in fields):
+        raise NotImplementedError("from_pretrained(config=...) with a config other than the folder's is not supported")
+    config = saved
     if (local / "backbone").is_dir():
         base = load_backbone(str(local / "backbone"), dtype=dtype, attn_implementation=attn_implementation)
     elif config.backbone:
