@@ -41,9 +41,10 @@ DATASETS = {"bundled": "held-out fictional facts", "squad": "SQuAD", "nq": "Natu
             "bundled_single": "bundled long QA, single passage", "bundled_twohop": "bundled long QA, two hops",
             "narrativeqa": "NarrativeQA", "qasper": "Qasper", "multifieldqa_en": "MultiFieldQA-en",
             "hotpotqa": "HotpotQA", "2wikimqa": "2WikiMultihopQA", "musique": "MuSiQue"}
-METHODS = {"memoryllm": "MemoryLLM (ours)", "memoryllm_bm25": "MemoryLLM + BM25 (ours)",
+METHODS = {"memoryllm": "MemoryLLM (ours)", "memoryllm_alt": "MemoryLLM, longer writes (ours)",
+           "memoryllm_bm25": "MemoryLLM + BM25 (ours)",
            "backbone_window": "backbone, short window", "backbone_full": "backbone, full context"}
-SHORT = {"memoryllm": "MemoryLLM", "memoryllm_bm25": "MemoryLLM + BM25", "backbone_window": "backbone (window)",
+SHORT = {"memoryllm": "MemoryLLM", "memoryllm_alt": "MemoryLLM (longer writes)", "memoryllm_bm25": "MemoryLLM + BM25", "backbone_window": "backbone (window)",
          "backbone_full": "backbone (full)"}
 PLACES = {"prompt": "in the prompt", "cut": "truncated away"}
 
@@ -52,7 +53,10 @@ def dataset_label(key: str) -> str:
     return DATASETS.get(key, key.replace("_", " "))
 
 
-def method_label(key: str, window: int | None = None, full_max: int | None = None, short: bool = False) -> str:
+def method_label(key: str, window: int | None = None, full_max: int | None = None, short: bool = False,
+                 chunk: int | None = None, alt_chunk: int | None = None) -> str:
+    if key in ("memoryllm", "memoryllm_alt") and (chunk if key == "memoryllm" else alt_chunk) and not short:
+        return f"MemoryLLM, {chunk if key == 'memoryllm' else alt_chunk}-token writes (ours)"
     if short:
         return SHORT.get(key, key.replace("_", " "))
     if key == "backbone_window" and window:
@@ -126,7 +130,7 @@ def table2_frame(summary):
 
 
 def figure4(summary, evidence=None, *, window: int | None = None, full_max: int | None = None,
-            caption: str | None = None):
+            caption: str | None = None, chunk: int | None = None, alt_chunk: int | None = None):
     """Figure 4 + Table 2 from `summarize_longbench`'s frame (task, max_length, method, f1, f1_first_line, n and,
     when present, f1_ci_low/f1_ci_high ...) and optionally `evidence_breakdown`'s frame (task, place, n, f1,
     f1_first_line). Top row: LongBench's raw F1 per task; bottom row: the same predictions cut at their first
@@ -135,9 +139,9 @@ def figure4(summary, evidence=None, *, window: int | None = None, full_max: int 
     horizontal offset, and a note naming the methods that are at 0 at every length."""
     import numpy as np
     tasks = list(dict.fromkeys(summary.task))
-    methods = [m for m in ("memoryllm", "backbone_window", "backbone_full", "memoryllm_bm25")
+    methods = [m for m in ("memoryllm", "memoryllm_alt", "backbone_window", "backbone_full", "memoryllm_bm25")
                if m in set(summary.method)] + sorted(set(summary.method) - set(METHODS))
-    style = {"memoryllm": ("o", "-", "C0"), "backbone_window": ("s", "--", "C1"),
+    style = {"memoryllm": ("o", "-", "C0"), "memoryllm_alt": ("v", "-", "C4"), "backbone_window": ("s", "--", "C1"),
              "backbone_full": ("^", ":", "C2"), "memoryllm_bm25": ("D", "-.", "C3")}
     lengths = sorted(set(summary.max_length))
     paper_len = PAPER["table2_length"]
@@ -162,7 +166,7 @@ def figure4(summary, evidence=None, *, window: int | None = None, full_max: int 
                 marker, ls, color = style.get(m, ("v", "-", f"C{4 + i}"))
                 x = d.max_length.to_numpy() * 2 ** (0.07 * (i - (len(methods) - 1) / 2))   # dodge in log space
                 ax.plot(x, d[metric], marker=marker, ls=ls, color=color, ms=4, lw=1.3,
-                        label=method_label(m, window, full_max), zorder=3)
+                        label=method_label(m, window, full_max, chunk=chunk, alt_chunk=alt_chunk), zorder=3)
                 if f"{metric}_ci_low" in d:
                     ax.vlines(x, d[f"{metric}_ci_low"], d[f"{metric}_ci_high"], color=color, lw=0.8, alpha=0.6)
                 if (d[metric] == 0).all():

@@ -285,9 +285,12 @@ def task_examples(task: str, tok, n: int, context_tokens: int, source: str | Non
 def run_longbench(model, tok, tasks, lengths, n: int, chunk: int, window: int, full_max: int,
                   methods=("memoryllm", "backbone_window", "backbone_full", "memoryllm_bm25"),
                   side: str = "left", source: str | None = None, seed: int = 0, progress: bool = True,
-                  chat: bool = True):
+                  chat: bool = True, alt_chunk: int | None = None):
     """Predictions and scores for every (task, max length, method, example): a tidy DataFrame with the raw
-    prediction, its F1 (LongBench rule) and its F1 after the first-line cut, plus seconds per prediction."""
+    prediction, its F1 (LongBench rule) and its F1 after the first-line cut, plus seconds per prediction.
+    `memoryllm_alt` is MemoryLLM writing `alt_chunk`-token chunks instead of `chunk` (a second protocol)."""
+    if "memoryllm_alt" in methods and not alt_chunk:
+        raise ValueError("method memoryllm_alt needs alt_chunk")
     import time
 
     import pandas as pd
@@ -299,8 +302,9 @@ def run_longbench(model, tok, tasks, lengths, n: int, chunk: int, window: int, f
         data, template = examples[task]
         for ex in data:
             t0, info = time.perf_counter(), {}
-            if method == "memoryllm":
-                pred = predict_memoryllm(model, tok, ex, template, L, chunk, side, info=info)
+            if method in ("memoryllm", "memoryllm_alt"):
+                c = chunk if method == "memoryllm" else alt_chunk
+                pred = predict_memoryllm(model, tok, ex, template, L, c, side, info=info)
             elif method == "memoryllm_bm25":   # Table 2: BM25 picks a quarter of the length, MemoryLLM reads it
                 pred = predict_memoryllm(model, tok, bm25_context(tok, ex, L // 4), template, L, chunk, side,
                                          info=info)
