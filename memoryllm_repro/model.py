@@ -39,7 +39,7 @@ from transformers.models.llama.modeling_llama import rotate_half
 
 from . import checks, persistence
 from .backbones import check_architecture, load_backbone
-from .cache import MemoryCache, PoolKV, PrefixOnly
+from .cache import MemoryCache, PoolKV, PrefixOnly, drop_and_append, gqa_attention
 
 
 class MemoryLLMConfig(PretrainedConfig):
@@ -252,7 +252,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self._kv_params()))
 
     def _project_pool_rows(self, rows: torch.Tensor, with_bos: bool):
-        """Un-rotated keys and values of rows [B, L, T, d] -> two [B, L, kvh, (1+)T, hd] tensors."""
+        """Un-rotated keys and values of rows [B, L, T, d] -> two lists of L tensors [B, kvh, (1+)T, hd]."""
         B = rows.shape[0]
         ks, vs = [], []
         for l, layer in enumerate(self.layers):
@@ -262,25 +262,24 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             k, v = self._kv(layer, r, None, None)
             ks.append(k)
             vs.append(v)
-        return torch.stack(ks, 1), torch.stack(vs, 1)
+        return ks, vs
 
     def _pool_prefix(self):
-        """Per-layer (k, v) of [bos_l; θ_l] at positions 0..N, cached across reads."""
+        """Per-layer (k, v) of [bos_l; θ_l] at positions 0..N, cached across reads, and the PoolKV holding them
+        (None when not cached: grad through φ's key/value weights)."""
         if not self._cacheable():
-            raw_k, v = self._project_pool_rows(self._pool, with_bos=True)
-            return PoolKV(None, raw_k, v).prefix(self._rope)
+            return self._rows_prefix(self._pool), None
         key = (id(self._pool), self._pool._version, self._weights_key())
         if self._pool_kv is None or self._pool_kv.key != key:
             with torch.no_grad():
-                self._pool_kv = PoolKV(key, *self._project_pool_rows(self._pool, with_bos=True))
-        return self._pool_kv.prefix(self._rope)
+                self._pool_kv = PoolKV.build(key, *self._project_pool_rows(self._pool, with_bos=True))
+        return self._pool_kv.prefix(self._rope), self._pool_kv
 
     def _rows_prefix(self, rows: torch.Tensor):
         """Per-layer (k, v) of [bos_l; rows_l] (training reads: the new K vectors, or subset + delta)."""
         raw_k, v = self._project_pool_rows(rows, with_bos=True)
-        cos, sin = self._rope(torch.arange(raw_k.shape[-2], device=rows.device), raw_k)
-        k = raw_k * cos + rotate_half(raw_k) * sin
-        return [(k[:, l], v[:, l]) for l in range(self.L)]
+        cos, sin = self._rope(torch.arange(raw_k[0].shape[-2], device=rows.device), raw_k[0])
+        return [(k * cos + rotate_half(k) * sin, vl) for k, vl in zip(raw_k, v)]
 
     # ------------------------------------------------------------------ read: forward / generate
     def forward(self, input_ids=None, attention_mask=None, past_key_values=None, labels=None, use_cache=None,
@@ -300,10 +299,13 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         if cache is not None and cache.is_primed:       # later decoding steps: the prefix is already inside
             P, layer_cache = cache.prefix_len, cache
         else:
-            prefix = self._read_prefix(B, use_memory, memory_rows)
+            prefix, pool_kv = self._read_prefix(B, use_memory, memory_rows)
             P = max(k.shape[-2] for k, _ in prefix) if prefix is not None else 0
-            if cache is not None:
-                cache.prime(prefix if prefix is not None else self._empty_prefix(B))
+            if cache is None and pool_kv is not None:   # a one-off read: the prefix stays in place, no torch.cat
+                layer_cache = MemoryCache(room=q)
+                layer_cache.prime(prefix, pool_kv)
+            elif cache is not None:
+                cache.prime(prefix if prefix is not None else self._empty_prefix(B), pool_kv)
                 layer_cache = cache
             else:
                 layer_cache = PrefixOnly(prefix) if prefix is not None else None
@@ -314,9 +316,10 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         cos_sin = self.base.model.rotary_emb(h, pos)
         plen = ([c.prefix_len for c in layer_cache.layers] if isinstance(layer_cache, MemoryCache)
                 else [k.shape[-2] for k, _ in layer_cache.prefix] if layer_cache is not None else [0] * self.L)
-        for l, layer in enumerate(self.layers):
-            m = mask if mask is None or plen[l] == P else mask[..., P - plen[l]:]   # layers without memory
-            h = self._call(layer, h, m, pos, layer_cache, cos_sin)
+        with gqa_attention(self.base.config):
+            for l, layer in enumerate(self.layers):
+                m = mask if mask is None or plen[l] == P else mask[..., P - plen[l]:]   # layers without memory
+                h = self._call(layer, h, m, pos, layer_cache, cos_sin)
         h = self.base.model.norm(h)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
@@ -329,19 +332,21 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
 
     def _read_prefix(self, B: int, use_memory: bool, memory_rows):
         """What the queries attend to before the input, per layer (k, v): [bos_l; θ_l] (cached), given rows
-        (training), or None (no memory, or an empty pool)."""
+        (training), or None (no memory, or an empty pool); and the PoolKV that may lend its buffers (or None)."""
+        pool_kv = None
         if memory_rows is not None:
             checks.rows(self, memory_rows, B)
             prefix = self._rows_prefix(memory_rows.to(self.dtype))
         elif use_memory and self.initialized:
             checks.batch(self, B)
-            prefix = self._pool_prefix()
+            prefix, pool_kv = self._pool_prefix()
         else:
-            return None
-        prefix = self._without_memory_layers(prefix)
+            return None, None
+        if self.config.memory_layers is not None or torch.is_grad_enabled():   # lend buffers to no-grad reads only
+            prefix, pool_kv = self._without_memory_layers(prefix), None
         if prefix[0][0].shape[0] != B:
             prefix = [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in prefix]
-        return prefix
+        return prefix, pool_kv
 
     def _empty_prefix(self, B: int):
         attn = self.layers[0].self_attn
@@ -374,7 +379,8 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         """HF `generate` reading the memory: pass `use_memory=False` for the plain backbone. A fresh MemoryCache
         holds the memory prefix, so the caller never builds masks or positions for it."""
         checks.ids(self, input_ids)
-        kwargs.setdefault("past_key_values", MemoryCache())
+        new = kwargs.get("max_new_tokens") or self.generation_config.max_new_tokens or 64
+        kwargs.setdefault("past_key_values", MemoryCache(room=input_ids.shape[1] + new))
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     # ------------------------------------------------------------------ write: inject_memory / write_memory
@@ -399,7 +405,8 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             last = None
         if last is not None and last.shape[0] != B:
             last = last.expand(B, -1, -1, -1)
-        delta = self._encode(input_ids, last)
+        with gqa_attention(self.base.config):
+            delta = self._encode(input_ids, last)
         if update_memory:
             self.write_memory(delta.detach())
         return delta
@@ -475,21 +482,19 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             keep = None
         else:
             keep = self.draw_survivors(B)
-            new = _drop_and_append(self._pool, keep, delta)
+            new = self._pool.new_empty(self._pool.shape)
+            for l in range(self.L):
+                drop_and_append(self._pool[:, l], keep[:, l], delta[:, l], out=new[:, l])
         # Incremental key/value update: gather survivors' projections, project only the K new vectors.
         new_kv = None
         if (keep is not None and old_kv is not None and self._cacheable()
                 and old_kv.key == (id(self._pool), self._pool._version, self._weights_key())):
             nk, nv = self._project_pool_rows(delta, with_bos=False)
-            nb = self._nb
-            new_kv = (_drop_and_append(old_kv.raw_k, keep, nk, skip=nb, dim=3),
-                      _drop_and_append(old_kv.v, keep, nv, skip=nb, dim=3))
+            new_kv = old_kv.after_write((id(new), new._version, old_kv.key[2]), keep, nk, nv, skip=self._nb)
         self._pool = new
         self.initialized = True
         self.last_keep = keep          # survivors of this write [B, L, N-K] (None for the first, tiling write)
-        self._pool_kv = None
-        if new_kv is not None:
-            self._pool_kv = PoolKV((id(self._pool), self._pool._version, old_kv.key[2]), *new_kv)
+        self._pool_kv = new_kv
 
     # ------------------------------------------------------------------ memory state management
     def reset_memory(self, num_memories: int | None = None) -> None:
@@ -554,27 +559,6 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             self._pool, self.initialized, gen, self._pool_kv = state
             self.generator.set_state(gen)
 
-
-
-def _drop_and_append(old: torch.Tensor, keep: torch.Tensor, fresh: torch.Tensor, skip: int = 0,
-                     dim: int = 2) -> torch.Tensor:
-    """One new tensor = [the first `skip` rows; rows `keep` of the rest; fresh] along `dim` (2 for the pool
-    [B, L, N, d], 3 for cached keys/values [B, L, kvh, T, hd]), written in one pass: a gather then a cat would
-    copy the whole pool twice per write."""
-    B, L = keep.shape[:2]
-    shape = list(old.shape)
-    shape[dim] = skip + keep.shape[2] + fresh.shape[dim]
-    out = old.new_empty(shape)
-    for b in range(B):
-        for l in range(L):
-            src, dst = old[b, l], out[b, l]
-            d = dim - 2
-            if skip:
-                dst.narrow(d, 0, skip).copy_(src.narrow(d, 0, skip))
-            torch.index_select(src.narrow(d, skip, src.shape[d] - skip), d, keep[b, l],
-                               out=dst.narrow(d, skip, keep.shape[2]))
-            dst.narrow(d, skip + keep.shape[2], fresh.shape[dim]).copy_(fresh[b, l])
-    return out
 
 
 def random_subset(B: int, L: int, N: int, keep: int, generator: torch.Generator) -> torch.Tensor:
