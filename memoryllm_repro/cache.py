@@ -127,9 +127,9 @@ class PrefixOnly:
 
 class PoolKV:
     """Projected keys/values of [bos_l; θ_l] for all layers: per layer, raw (un-rotated) keys [B, kvh, T, hd] and
-    buffers [B, kvh, T + room, hd] for the values and the rotated keys (derived lazily on the first read). The
-    prefix rows never change after construction (a write builds a new PoolKV), so a memory snapshot can keep a
-    reference instead of a copy; only the spare rows are written, by the one generation call that leases them.
+    buffers [B, kvh, T + room, hd] for the values and the rotated keys (derived lazily on the first read). A write
+    updates them in place (`update_`) unless someone else sees them - an alias handed out by the model (a memory
+    snapshot) or a live generation call leasing the spare rows - then it builds new ones (`after_write`).
     `key` identifies the pool and weights it came from."""
 
     def __init__(self, key, raw_k: list[torch.Tensor], v: list[torch.Tensor]):
@@ -137,7 +137,34 @@ class PoolKV:
         self.key, self.raw_k, self.v = key, raw_k, v
         self.T = raw_k[0].shape[-2]
         self.k: list[torch.Tensor] | None = None
-        self._lessee = None
+        self.k_stale = False           # the k buffers exist but hold the rotation of an older pool
+        self._lease = [None]           # weak reference to the cache using the spare rows (shared with aliases)
+
+    def alias(self) -> "PoolKV":
+        """Another handle on the same buffers (what the model hands out; see `Handed`)."""
+        other = PoolKV(self.key, list(self.raw_k), list(self.v))
+        other.k = None if self.k is None or self.k_stale else list(self.k)
+        other._lease = self._lease
+        return other
+
+    def leased(self) -> bool:
+        return self._lease[0] is not None and self._lease[0]() is not None
+
+    def write(self, key, keep, new_k, new_v, skip: int, in_place: bool) -> "PoolKV":
+        """After a write: this PoolKV updated in place, or (someone else sees its buffers) a new one."""
+        if not in_place or self.leased():
+            return self.after_write(key, keep, new_k, new_v, skip)
+        self.update_(key, keep, new_k, new_v, skip)
+        return self
+
+    def update_(self, key, keep: torch.Tensor, new_k: list[torch.Tensor], new_v: list[torch.Tensor],
+                skip: int) -> None:
+        """`after_write` in place: the same buffers, survivors moved up, new rows appended; keys re-rotated on the
+        next read into the same k buffers."""
+        for l, (rk, v, nk, nv) in enumerate(zip(self.raw_k, self.v, new_k, new_v)):
+            compact_(rk, keep[:, l], nk, skip)
+            compact_(v[..., :self.T, :], keep[:, l], nv, skip)
+        self.key, self.k_stale = key, self.k is not None
 
     @classmethod
     def build(cls, key, raw_k: list[torch.Tensor], v: list[torch.Tensor], room: int = 64) -> "PoolKV":
@@ -165,28 +192,56 @@ class PoolKV:
 
     def prefix(self, rope) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer (rotated k, v) views [B, kvh, T, hd]; `rope(positions, like)` gives cos/sin for slots 0..T-1."""
-        if self.k is None:
+        if self.k is None or self.k_stale:
             cos, sin = rope(torch.arange(self.T, device=self.raw_k[0].device), self.raw_k[0])
-            self.k = []
-            for raw, v in zip(self.raw_k, self.v):
-                buf = torch.empty_like(v)
+            bufs = self.k if self.k is not None and not self.leased() else [torch.empty_like(v) for v in self.v]
+            for raw, buf in zip(self.raw_k, bufs):
                 torch.add(raw * cos, rotate_half(raw) * sin, out=buf[..., :self.T, :])
-                self.k.append(buf)
+            self.k, self.k_stale = bufs, False
         return [(k[..., :self.T, :], v[..., :self.T, :]) for k, v in zip(self.k, self.v)]
 
     def lease(self, cache, B: int, room: int) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """Lend the per-layer (k, v) buffers to `cache`, which writes its tokens after the prefix rows. None when
         another live cache holds them (a caller kept a cache from an earlier call), or the batch has more questions
         than memories: the caller copies instead. Grows the spare rows once if the call needs more."""
-        held = self._lessee() if self._lessee is not None else None
-        if self.k is None or (held is not None and held is not cache) or self.v[0].shape[0] != B:
+        held = self._lease[0]() if self._lease[0] is not None else None
+        if self.k is None or self.k_stale or (held is not None and held is not cache) or self.v[0].shape[0] != B:
             return None
         if room > self.room:
             grow = max(room, 2 * self.room)
             self.k = [_regrow(x, self.T, grow) for x in self.k]
             self.v = [_regrow(x, self.T, grow) for x in self.v]
-        self._lessee = weakref.ref(cache)
+        self._lease[0] = weakref.ref(cache)
         return list(zip(self.k, self.v))
+
+
+class PoolHandles:
+    """The model's pool and its cached keys/values as others see them (mixed into MemoryLLM)."""
+
+    @property
+    def _pool(self) -> torch.Tensor:
+        """The pool [B, L, N, d], stored in `_slots` and its keys/values in `_kvc`. Writes update both in place (a
+        fresh 0.1-0.5 GB tensor per write costs more in page faults than the gather itself, and doubles the peak
+        memory), so what is handed out here and by `_pool_kv` is tracked: while a handle is alive (a snapshot, a
+        kept `memory` view) the write leaves the old buffers untouched and fills new ones (copy-on-write)."""
+        return self._pool_handed.give(self._slots.detach())
+
+    @_pool.setter
+    def _pool(self, value: torch.Tensor) -> None:
+        self._slots = value.detach()
+        self._pool_handed.reset(value)          # the caller may keep `value`: then it is never written into
+
+    @property
+    def _pool_kv(self) -> PoolKV | None:
+        return None if self._kvc is None else self._kv_handed.give(self._kvc.alias())
+
+    @_pool_kv.setter
+    def _pool_kv(self, value: PoolKV | None) -> None:
+        self._kvc = None if value is None else value.alias()
+        self._kv_handed.reset(value)
+
+    def _pool_key(self):   # the pool's content: its storage and in-place version counter
+        return self._slots.data_ptr(), self._slots._version
 
 
 def _regrow(buf: torch.Tensor, T: int, room: int) -> torch.Tensor:
@@ -195,12 +250,48 @@ def _regrow(buf: torch.Tensor, T: int, room: int) -> torch.Tensor:
     return out
 
 
+def compact_(buf: torch.Tensor, keep: torch.Tensor, fresh: torch.Tensor, skip: int = 0) -> None:
+    """`drop_and_append` in place, per batch row: the survivors go through a temporary of one row's size (small
+    enough to stay in cache and to be recycled by the allocator), then back, then fresh after them."""
+    M = keep.shape[-1]
+    for b in range(buf.shape[0]):
+        x = buf[b]
+        x[..., skip:skip + M, :] = x[..., skip:, :].index_select(x.ndim - 2, keep[b])
+        x[..., skip + M:skip + M + fresh.shape[-2], :] = fresh[b]
+
+
+class Handed:
+    """The handles to a buffer that its owner gave out (weak references): while one is alive, the owner must not
+    write into the buffer (copy-on-write). Handles are cheap aliases (a `detach()`ed tensor, `PoolKV.alias`), so
+    a handle that was only used for a moment (a shape or dtype check) dies at once and costs nothing."""
+
+    def __init__(self):
+        self.refs: list[weakref.ref] = []
+
+    def give(self, handle):
+        if len(self.refs) > 32:
+            self.refs = [r for r in self.refs if r() is not None]
+        self.refs.append(weakref.ref(handle))
+        return handle
+
+    def reset(self, *outside) -> None:
+        """A new buffer: only `outside` (what the caller passed in and may keep) can see it."""
+        self.refs = [weakref.ref(o) for o in outside if o is not None]
+
+    def held(self) -> bool:
+        return any(r() is not None for r in self.refs)
+
+
 def drop_and_append(old: torch.Tensor, keep: torch.Tensor, fresh: torch.Tensor, skip: int = 0, room: int = 0,
                     out: torch.Tensor | None = None) -> torch.Tensor:
     """[the first `skip` rows of old; its rows skip + keep; fresh] along dim -2, per batch row b, written in one
     pass into `out` (or a new tensor with `room` spare rows): a gather then a cat would copy everything twice.
+    `out` = old: in place (`compact_`).
     old [B, ..., T, D]; keep [B, M] sorted indices into old's rows after `skip`; fresh [B, ..., F, D]."""
     B, M, Fr = old.shape[0], keep.shape[-1], fresh.shape[-2]
+    if out is not None and out.data_ptr() == old.data_ptr():
+        compact_(old, keep, fresh, skip)
+        return old
     if out is None:
         out = old.new_empty(*old.shape[:-2], skip + M + Fr + room, old.shape[-1])
     for b in range(B):

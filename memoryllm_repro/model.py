@@ -39,7 +39,7 @@ from transformers.models.llama.modeling_llama import rotate_half
 
 from . import checks, persistence
 from .backbones import check_architecture, load_backbone
-from .cache import MemoryCache, PoolKV, PrefixOnly, drop_and_append, gqa_attention
+from .cache import Handed, MemoryCache, PoolHandles, PoolKV, PrefixOnly, drop_and_append, gqa_attention
 
 
 class MemoryLLMConfig(PretrainedConfig):
@@ -78,7 +78,7 @@ class MemoryLLMConfig(PretrainedConfig):
             raise ValueError("num_blocks and num_tokens must be positive")
 
 
-class MemoryLLM(PreTrainedModel, GenerationMixin):
+class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
     config_class = MemoryLLMConfig
     base_model_prefix = "memoryllm"
     main_input_name = "input_ids"
@@ -96,10 +96,11 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         L, d, dtype = self.L, self.d, base.dtype
         self.bos_embedding = nn.Parameter(torch.zeros(L, 1, d, dtype=dtype))
         self.new_memory_positional_emb = nn.Parameter(torch.zeros(1, 1, d, dtype=dtype))  # zero init as authors
-        self.register_buffer("_pool", torch.zeros(1, L, self.N, d, dtype=dtype), persistent=False)
+        self._pool_handed, self._kv_handed = Handed(), Handed()   # who else sees the pool / its keys (see `_pool`)
+        self.register_buffer("_slots", torch.zeros(1, L, self.N, d, dtype=dtype), persistent=False)
         self.initialized = False        # the first write into an empty pool tiles it (§2.4 of the official spec)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self._pool_kv: PoolKV | None = None
+        self._kvc: PoolKV | None = None
         self.last_keep: torch.Tensor | None = None
         gen = getattr(base, "generation_config", None)
         self.generation_config = GenerationConfig(
@@ -139,7 +140,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
 
     @property
     def kv_cached(self) -> bool:   # the pool's keys/values are cached: reused by reads, updated by writes
-        return self._pool_kv is not None
+        return self._kvc is not None
 
     def clear_cache(self) -> None:
         """Drop the cached keys/values of the pool; the next read projects it again."""
@@ -268,12 +269,13 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         """Per-layer (k, v) of [bos_l; θ_l] at positions 0..N, cached across reads, and the PoolKV holding them
         (None when not cached: grad through φ's key/value weights)."""
         if not self._cacheable():
-            return self._rows_prefix(self._pool), None
-        key = (id(self._pool), self._pool._version, self._weights_key())
-        if self._pool_kv is None or self._pool_kv.key != key:
+            return self._rows_prefix(self._slots), None
+        key = (self._pool_key(), self._weights_key())
+        if self._kvc is None or self._kvc.key != key:
             with torch.no_grad():
-                self._pool_kv = PoolKV.build(key, *self._project_pool_rows(self._pool, with_bos=True))
-        return self._pool_kv.prefix(self._rope), self._pool_kv
+                self._kvc = PoolKV.build(key, *self._project_pool_rows(self._slots, with_bos=True))
+                self._kv_handed.reset()
+        return self._kvc.prefix(self._rope), self._kvc
 
     def _rows_prefix(self, rows: torch.Tensor):
         """Per-layer (k, v) of [bos_l; rows_l] (training reads: the new K vectors, or subset + delta)."""
@@ -399,7 +401,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             last = memory_rows
         elif self.initialized:
             checks.batch(self, B)
-            last = self._pool[:, :, -self.K:]
+            last = self._slots[:, :, -self.K:]
         else:
             checks.batch(self, B)
             last = None
@@ -461,20 +463,20 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         shares one draw: drop_memory_per_layer=False)."""
         layers = self.L if self.config.drop_memory_per_layer else 1
         keep = random_subset(B, layers, self.N, self.N - self.K, self.generator)
-        return keep.expand(B, self.L, -1).to(self._pool.device)
+        return keep.expand(B, self.L, -1).to(self._slots.device)
 
     def sample_memory_rows(self, keep: int, generator: torch.Generator) -> torch.Tensor:
         """`keep` old vectors per layer, a sorted uniform subset drawn independently per layer from `generator`:
         [1, L, keep, d] (training reads the pool as it would look after some writes, §3.2)."""
-        idx = random_subset(1, self.L, self.N, keep, generator).to(self._pool.device)
-        return self._pool[:1].gather(2, idx[..., None].expand(-1, -1, -1, self.d))
+        idx = random_subset(1, self.L, self.N, keep, generator).to(self._slots.device)
+        return self._slots[:1].gather(2, idx[..., None].expand(-1, -1, -1, self.d))
 
     @torch.no_grad()
     def write_memory(self, delta: torch.Tensor) -> None:
         """Commit delta [B, L, K, d]: drop K random vectors per layer, keep order, append delta (§3.1.2)."""
         delta = checks.delta(self, delta)          # cast to the pool's dtype, then checked (shape, finite)
         B, N = delta.shape[0], self.N
-        old_kv = self._pool_kv
+        old_kv = self._kvc
         if not self.initialized:
             k = delta.shape[2]
             reps, rest = divmod(N, k)
@@ -482,19 +484,25 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             keep = None
         else:
             keep = self.draw_survivors(B)
-            new = self._pool.new_empty(self._pool.shape)
+            old = self._slots
+            kv_valid = old_kv is not None and old_kv.key == (self._pool_key(), self._weights_key())
+            new = torch.empty_like(old) if self._pool_handed.held() else old     # copy-on-write, else in place
             for l in range(self.L):
-                drop_and_append(self._pool[:, l], keep[:, l], delta[:, l], out=new[:, l])
+                drop_and_append(old[:, l], keep[:, l], delta[:, l], out=new[:, l])
         # Incremental key/value update: gather survivors' projections, project only the K new vectors.
         new_kv = None
-        if (keep is not None and old_kv is not None and self._cacheable()
-                and old_kv.key == (id(self._pool), self._pool._version, self._weights_key())):
-            nk, nv = self._project_pool_rows(delta, with_bos=False)
-            new_kv = old_kv.after_write((id(new), new._version, old_kv.key[2]), keep, nk, nv, skip=self._nb)
-        self._pool = new
+        if keep is not None and kv_valid and self._cacheable():
+            new_kv = old_kv.write(((new.data_ptr(), new._version), old_kv.key[1]), keep,
+                                  *self._project_pool_rows(delta, with_bos=False), skip=self._nb,
+                                  in_place=not self._kv_handed.held())
+        if new is not self._slots:
+            self._slots = new
+            self._pool_handed.reset()
         self.initialized = True
         self.last_keep = keep          # survivors of this write [B, L, N-K] (None for the first, tiling write)
-        self._pool_kv = new_kv
+        if new_kv is not old_kv:
+            self._kvc = new_kv
+            self._kv_handed.reset()
 
     # ------------------------------------------------------------------ memory state management
     def reset_memory(self, num_memories: int | None = None) -> None:
@@ -562,8 +570,13 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
 
 
 def random_subset(B: int, L: int, N: int, keep: int, generator: torch.Generator) -> torch.Tensor:
-    """[B, L, keep] sorted indices: a uniform subset of range(N) without replacement, independent per (b, l)."""
-    return torch.rand(B, L, N, generator=generator).argsort(-1)[..., :keep].sort(-1).values
+    """[B, L, keep] sorted indices: a uniform subset of range(N) without replacement, independent per (b, l): the
+    `keep` smallest of N draws, found in O(N) by a threshold (= argsort(draws)[:keep] sorted; a tie falls back)."""
+    r = torch.rand(B, L, N, generator=generator)
+    below = r <= r.kthvalue(keep, -1, keepdim=True).values
+    if bool((below.sum(-1) == keep).all()):
+        return below.nonzero()[:, -1].view(B, L, keep)
+    return r.argsort(-1)[..., :keep].sort(-1).values
 
 
 def expected_retention(t, N: int, K: int) -> float:

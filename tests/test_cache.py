@@ -77,3 +77,64 @@ def test_gqa_sdpa_matches_hf_sdpa_and_restores_the_config():
         hf = model(ids, attention_mask=mask).logits
         hf_one = model(ids[:, :1]).logits
     assert torch.allclose(ours, hf, atol=1e-10) and torch.allclose(one, hf_one, atol=1e-10)
+
+
+# ---------------------------------------------------------------- writes in place, copy-on-write
+def test_writes_go_in_place_when_nobody_else_sees_the_pool():
+    model = filled()
+    with torch.no_grad():
+        model(rand_ids(5))                                          # builds the cached keys/values
+    ptr, kv_ptr = model._slots.data_ptr(), model._kvc.raw_k[0].data_ptr()
+    model.inject_memory(rand_ids(20, seed=30))
+    assert model._slots.data_ptr() == ptr and model._kvc.raw_k[0].data_ptr() == kv_ptr and model.kv_cached
+
+
+def test_in_place_and_copy_on_write_give_the_same_pool_and_reads():
+    a, b = filled(), filled()
+    ids = rand_ids(7, seed=9)
+    with torch.no_grad():
+        a(ids), b(ids)
+    for step in range(3):
+        held = (b.memory, b._pool_kv)                               # b keeps handles: its writes copy
+        for m in (a, b):
+            m.inject_memory(rand_ids(20, seed=40 + step))
+        assert held[0].data_ptr() != b._slots.data_ptr()
+    assert torch.equal(a.memory, b.memory)
+    with torch.no_grad():
+        assert torch.equal(a(ids).logits, b(ids).logits)
+
+
+def test_snapshot_restores_pool_and_cache_bit_for_bit():
+    model = filled()
+    ids = rand_ids(7, seed=9)
+    with torch.no_grad():
+        before_logits = model(ids).logits
+    pool, rows = model.memory.clone(), prefix_rows(model)
+    with model.memory_snapshot():
+        for i in range(3):
+            model.inject_memory(rand_ids(20, seed=60 + i))
+            model.generate(ids, max_new_tokens=3, eos_token_id=None)
+        assert not torch.equal(model.memory, pool)
+    assert torch.equal(model.memory, pool)
+    with torch.no_grad():
+        after_logits = model(ids).logits
+    for (k0, v0), (k1, v1) in zip(rows, prefix_rows(model)):
+        assert torch.equal(k0, k1) and torch.equal(v0, v1)
+    assert torch.equal(before_logits, after_logits)
+
+
+def test_a_kept_memory_view_does_not_change():
+    model = filled()
+    view = model.memory
+    copy = view.clone()
+    model.inject_memory(rand_ids(20, seed=70))
+    assert torch.equal(view, copy) and not torch.equal(model.memory, copy)
+
+
+def test_survivor_draw_equals_the_sort():
+    from memoryllm_repro.model import random_subset
+    for seed in range(20):
+        for N, keep in ((32, 24), (640, 576), (50, 50)):
+            g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+            want = torch.rand(2, 3, N, generator=g1).argsort(-1)[..., :keep].sort(-1).values
+            assert torch.equal(random_subset(2, 3, N, keep, g2), want)
