@@ -169,10 +169,11 @@ class PoolKV:
     @classmethod
     def build(cls, key, raw_k: list[torch.Tensor], v: list[torch.Tensor], room: int = 64) -> "PoolKV":
         bufs = []
-        for x in v:
+        for i, x in enumerate(v):
             buf = x.new_empty(*x.shape[:-2], x.shape[-2] + room, x.shape[-1])
             buf[..., :x.shape[-2], :] = x
             bufs.append(buf)
+            v[i] = None         # freed as we go: the projections and the buffers are never both whole in memory
         return cls(key, raw_k, bufs)
 
     @property
