@@ -1,12 +1,14 @@
-"""The performance table: every cost measured against a baseline run in the same process; ratios are the result,
-absolute seconds only context. Writes results/bench/table.md and table.json.
+"""The performance table: every cost measured against a baseline run in the same process (interleaved, median of
+--repeats); ratios are the result, absolute seconds only context. Each section runs in its own child process, so
+the table also gives the peak RSS of each (ru_maxrss of that child). Writes results/bench/table.md and table.json.
 
-    python bench/run.py [--quick] [--sections write,read,scaling,batch,eval,stream,rss]     (make bench)
+    python bench/run.py [--quick] [--sections write,read,sweep,scaling,batch,eval,stream,rss]     (make bench)
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -20,6 +22,18 @@ from memoryllm_repro import MemoryLLM
 from memoryllm_repro.results import REPO, environment
 
 ROWS: list[dict] = []
+
+
+def interleaved(fa, fb, repeats: int) -> tuple[float, float]:
+    """Medians of fa and fb timed alternately (a busy machine slows both alike)."""
+    fa(), fb()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, ts in ((fa, ta), (fb, tb)):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def timed(fn, repeats: int) -> float:
@@ -40,12 +54,17 @@ def row(section, measured, t, baseline, tb, target=None):
                                                                                           if target else ""))
 
 
-def model_with(num_blocks, num_tokens, base=None):
+def model_with(num_blocks, num_tokens, base=None, fast_fill=False):
     m = MemoryLLM.from_base(base or "smollm2-135m", num_blocks=num_blocks, num_tokens=num_tokens)
     V = m.base.config.vocab_size
     with torch.no_grad():
-        for _ in range(num_blocks + 5):       # a full, non-tiled pool
-            m.inject_memory(torch.randint(100, V, (1, 128)))
+        if fast_fill:   # real written vectors, committed num_blocks + 5 times: a full, non-tiled pool, quickly
+            deltas = [m.inject_memory(torch.randint(100, V, (1, 128))) for _ in range(2)]
+            for i in range(num_blocks + 5):
+                m.write_memory(deltas[i % 2])
+        else:
+            for _ in range(num_blocks + 5):       # a full, non-tiled pool
+                m.inject_memory(torch.randint(100, V, (1, 128)))
     return m, V
 
 
@@ -59,11 +78,11 @@ def bench_write_read(m, V, reps):
     def write():
         with m.memory_snapshot():
             m.inject_memory(ctx)
-    row("write", "inject_memory + commit, 128 tokens", timed(write, reps), "plain forward, K+n tokens",
-        timed(lambda: m.base.model(torch.randint(100, V, (1, m.K + 128))), reps), 1.15)
-    t_read = timed(lambda: m.generate(q, **GEN), reps)
-    row("read", "16-token question + 10 greedy tokens, full memory", t_read, "backbone, no memory",
-        timed(lambda: m.generate(q, use_memory=False, **GEN), reps), 1.5)
+    tw, tf = interleaved(lambda: m.inject_memory(ctx), lambda: m.base.model(torch.randint(100, V, (1, m.K + 128))),
+                         reps)
+    row("write", "inject_memory + commit, 128 tokens", tw, "plain forward, K+n tokens", tf, 1.1)
+    t_read, t_plain = interleaved(lambda: m.generate(q, **GEN), lambda: m.generate(q, use_memory=False, **GEN), reps)
+    row("read", "16-token question + 10 greedy tokens, full memory", t_read, "backbone, no memory", t_plain, 1.15)
     row("read", "16-token question + 10 greedy tokens, full memory", t_read,
         "backbone, 128-token context in the prompt", timed(lambda: m.generate(torch.cat([ctx, q], 1),
                                                                                use_memory=False, **GEN), reps))
@@ -74,6 +93,20 @@ def bench_write_read(m, V, reps):
             m.generate(q, **GEN)
     row("read", "write + answer (memory keys/values refreshed)", timed(write_read, reps), "write + backbone answer",
         timed(write, reps) + timed(lambda: m.generate(q, use_memory=False, **GEN), reps))
+
+
+@torch.no_grad()
+def bench_sweep(reps, quick, blocks):
+    """Write and read against their baselines at N = blocks * 64, one pool size per child process."""
+    m, V = model_with(blocks, 64, fast_fill=True)
+    ctx, q = torch.randint(100, V, (1, 128)), torch.randint(100, V, (1, 16))
+    tw, tf = interleaved(lambda: m.inject_memory(ctx), lambda: m.base.model(torch.randint(100, V, (1, m.K + 128))),
+                         reps)
+    row("sweep", f"write at N={m.N} (128 tokens, commit in place)", tw, "plain forward, K+n tokens", tf, 1.1)
+    if m.N in (1920, 7680):
+        tr, tp = interleaved(lambda: m.generate(q, **GEN), lambda: m.generate(q, use_memory=False, **GEN), reps)
+        row("sweep", f"answer at N={m.N} (16 + 10 greedy tokens)", tr, "backbone's own answer", tp,
+            1.15 if m.N == 1920 else 1.3)
 
 
 @torch.no_grad()
@@ -159,45 +192,91 @@ def bench_stream(m, V, n):
 
 
 def bench_rss():
-    """Peak RSS of a figure-5 run (a small configuration of the same notebook, in a child process)."""
-    cmd = ["make", "-s", "figure5", "PARAMS=-p num_examples 4 -p num_updates 4 -y 'figure_name: null' "
+    """Peak RSS of a figure-5 run: the notebook with its default batch size (the peak of the default run: writes
+    are in place, so it does not grow with updates) but 8 examples x 2 updates, in a child process (papermill
+    kernel included)."""
+    cmd = ["make", "-s", "figure5", "PARAMS=-p num_examples 8 -p num_updates 2 -y 'figure_name: null' "
                                     "-p results results/bench/figure5_rss"]
     t = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"[rss] figure5 notebook (4 examples x 4 updates): peak RSS {peak:.0f} MiB, {time.perf_counter() - t:.0f}s")
+    print(f"[rss] figure5 notebook (8 examples x 2 updates, default batch): peak RSS {peak:.0f} MiB, "
+          f"{time.perf_counter() - t:.0f}s")
     ROWS.append({"section": "rss", "measured": "peak RSS of the figure5 notebook", "MiB": round(peak)})
+
+
+SWEEP = (10, 30, 60, 120)          # N = 640, 1920, 3840, 7680 (K = 64)
+
+
+def run_section(section: str, a) -> None:
+    """One section in this process (a child of main)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(a.threads)
+    reps = 3 if a.quick else a.repeats
+    if section.startswith("sweep"):
+        return bench_sweep(reps, a.quick, int(section[5:]))
+    if section == "scaling":
+        return bench_scaling(reps, a.quick)
+    if section == "rss":
+        return bench_rss()
+    m, V = model_with(30, 64)
+    if section == "write":      # writes and reads at the default size
+        bench_write_read(m, V, reps)
+    elif section == "batch":
+        bench_batch(m, V, reps, a.quick)
+    elif section == "eval":
+        bench_eval(m, a.quick)
+    elif section == "stream":
+        bench_stream(m, V, 10 if a.quick else 30)
+
+
+def in_child(section: str, a) -> list[dict]:
+    """Run a section in a child process; its rows come back with the child's own peak RSS (wait4's rusage)."""
+    out = REPO / "results" / "bench" / f".rows-{section}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "--child", section, "--rows", str(out), "--repeats", str(a.repeats),
+           "--threads", str(a.threads)] + (["--quick"] if a.quick else [])
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"section {section} failed ({proc.returncode})")
+    rows = json.loads(out.read_text())
+    out.unlink()
+    for r in rows:
+        r.setdefault("peak_rss_mib", round(usage.ru_maxrss / 1024))
+    return rows
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sections", default="write,read,scaling,batch,eval,stream,rss")
+    ap.add_argument("--sections", default="write,sweep,scaling,batch,eval,stream,rss")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per section (1: ratios on a busy host)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--rows", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    sections = set(a.sections.split(","))
-    reps = 3 if a.quick else a.repeats
-    torch.manual_seed(0)
-    m, V = model_with(30, 64)
-    if sections & {"write", "read"}:
-        bench_write_read(m, V, reps)
-    if "scaling" in sections:
-        bench_scaling(reps, a.quick)
-    if "batch" in sections:
-        bench_batch(m, V, reps, a.quick)
-    if "eval" in sections:
-        bench_eval(m, a.quick)
-    if "stream" in sections:
-        bench_stream(m, V, 10 if a.quick else 30)
-    if "rss" in sections:
-        bench_rss()
+    if a.child:
+        run_section(a.child, a)
+        Path(a.rows).write_text(json.dumps(ROWS))
+        return
+    sections = [s for s in a.sections.split(",") if s != "read"]          # "read" runs with "write"
+    if "read" in a.sections.split(",") and "write" not in sections:
+        sections.insert(0, "write")
+    expanded = []
+    for s in sections:
+        expanded += [f"sweep{b}" for b in (SWEEP[::3] if a.quick else SWEEP)] if s == "sweep" else [s]
+    for s in expanded:
+        ROWS.extend(in_child(s, a))
     out = REPO / "results" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.json").write_text(json.dumps({"rows": ROWS, "environment": environment()}, indent=1))
-    lines = ["| section | measured | s | baseline | s | ratio | target |", "|---|---|---|---|---|---|---|"]
+    lines = ["| section | measured | s | baseline | s | ratio | target | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['section']} | {r['measured']} | {r.get('s', '')} | {r.get('baseline', '')} | "
-              f"{r.get('baseline_s', '')} | {r.get('ratio', r.get('MiB', ''))} | {r.get('target') or ''} |"
-              for r in ROWS]
+              f"{r.get('baseline_s', '')} | {r.get('ratio', r.get('MiB', ''))} | {r.get('target') or ''} | "
+              f"{r.get('peak_rss_mib', '')} |" for r in ROWS]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

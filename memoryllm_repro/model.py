@@ -39,7 +39,7 @@ from transformers.models.llama.modeling_llama import rotate_half
 
 from . import checks, persistence
 from .backbones import check_architecture, load_backbone
-from .cache import MemoryCache, PoolKV, PrefixOnly
+from .cache import Handed, MemoryCache, PoolHandles, PoolKV, PrefixOnly, drop_and_append, gqa_attention
 
 
 class MemoryLLMConfig(PretrainedConfig):
@@ -83,7 +83,7 @@ class MemoryLLMConfig(PretrainedConfig):
             raise ValueError("num_blocks and num_tokens must be positive")
 
 
-class MemoryLLM(PreTrainedModel, GenerationMixin):
+class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
     config_class = MemoryLLMConfig
     base_model_prefix = "memoryllm"
     main_input_name = "input_ids"
@@ -101,10 +101,11 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         L, d, dtype = self.L, self.d, base.dtype
         self.bos_embedding = nn.Parameter(torch.zeros(L, 1, d, dtype=dtype))
         self.new_memory_positional_emb = nn.Parameter(torch.zeros(1, 1, d, dtype=dtype))  # zero init as authors
-        self.register_buffer("_pool", torch.zeros(1, L, self.N, d, dtype=dtype), persistent=False)
+        self._pool_handed, self._kv_handed = Handed(), Handed()   # who else sees the pool / its keys (see `_pool`)
+        self.register_buffer("_slots", torch.zeros(1, L, self.N, d, dtype=dtype), persistent=False)
         self.initialized = False        # the first write into an empty pool tiles it (§2.4 of the official spec)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self._pool_kv: PoolKV | None = None
+        self._kvc: PoolKV | None = None
         self.last_keep: torch.Tensor | None = None
         gen = getattr(base, "generation_config", None)
         self.generation_config = GenerationConfig(
@@ -145,7 +146,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
 
     @property
     def kv_cached(self) -> bool:   # the pool's keys/values are cached: reused by reads, updated by writes
-        return self._pool_kv is not None
+        return self._kvc is not None
 
     def clear_cache(self) -> None:
         """Drop the cached keys/values of the pool; the next read projects it again."""
@@ -258,7 +259,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         return not (torch.is_grad_enabled() and any(p.requires_grad for p in self._kv_params()))
 
     def _project_pool_rows(self, rows: torch.Tensor, with_bos: bool):
-        """Un-rotated keys and values of rows [B, L, T, d] -> two [B, L, kvh, (1+)T, hd] tensors."""
+        """Un-rotated keys and values of rows [B, L, T, d] -> two lists of L tensors [B, kvh, (1+)T, hd]."""
         B = rows.shape[0]
         ks, vs = [], []
         for l, layer in enumerate(self.layers):
@@ -268,25 +269,25 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             k, v = self._kv(layer, r, None, None)
             ks.append(k)
             vs.append(v)
-        return torch.stack(ks, 1), torch.stack(vs, 1)
+        return ks, vs
 
     def _pool_prefix(self):
-        """Per-layer (k, v) of [bos_l; θ_l] at positions 0..N, cached across reads."""
+        """Per-layer (k, v) of [bos_l; θ_l] at positions 0..N, cached across reads, and the PoolKV holding them
+        (None when not cached: grad through φ's key/value weights)."""
         if not self._cacheable():
-            raw_k, v = self._project_pool_rows(self._pool, with_bos=True)
-            return PoolKV(None, raw_k, v).prefix(self._rope)
-        key = (id(self._pool), self._pool._version, self._weights_key())
-        if self._pool_kv is None or self._pool_kv.key != key:
+            return self._rows_prefix(self._slots), None
+        key = (self._pool_key(), self._weights_key())
+        if self._kvc is None or self._kvc.key != key:
             with torch.no_grad():
-                self._pool_kv = PoolKV(key, *self._project_pool_rows(self._pool, with_bos=True))
-        return self._pool_kv.prefix(self._rope)
+                self._kvc = PoolKV.build(key, *self._project_pool_rows(self._slots, with_bos=True))
+                self._kv_handed.reset()
+        return self._kvc.prefix(self._rope), self._kvc
 
     def _rows_prefix(self, rows: torch.Tensor):
         """Per-layer (k, v) of [bos_l; rows_l] (training reads: the new K vectors, or subset + delta)."""
         raw_k, v = self._project_pool_rows(rows, with_bos=True)
-        cos, sin = self._rope(torch.arange(raw_k.shape[-2], device=rows.device), raw_k)
-        k = raw_k * cos + rotate_half(raw_k) * sin
-        return [(k[:, l], v[:, l]) for l in range(self.L)]
+        cos, sin = self._rope(torch.arange(raw_k[0].shape[-2], device=rows.device), raw_k[0])
+        return [(k * cos + rotate_half(k) * sin, vl) for k, vl in zip(raw_k, v)]
 
     # ------------------------------------------------------------------ read: forward / generate
     def forward(self, input_ids=None, attention_mask=None, past_key_values=None, labels=None, use_cache=None,
@@ -306,10 +307,13 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         if cache is not None and cache.is_primed:       # later decoding steps: the prefix is already inside
             P, layer_cache = cache.prefix_len, cache
         else:
-            prefix = self._read_prefix(B, use_memory, memory_rows)
+            prefix, pool_kv = self._read_prefix(B, use_memory, memory_rows)
             P = max(k.shape[-2] for k, _ in prefix) if prefix is not None else 0
-            if cache is not None:
-                cache.prime(prefix if prefix is not None else self._empty_prefix(B))
+            if cache is None and pool_kv is not None:   # a one-off read: the prefix stays in place, no torch.cat
+                layer_cache = MemoryCache(room=q)
+                layer_cache.prime(prefix, pool_kv)
+            elif cache is not None:
+                cache.prime(prefix if prefix is not None else self._empty_prefix(B), pool_kv)
                 layer_cache = cache
             else:
                 layer_cache = PrefixOnly(prefix) if prefix is not None else None
@@ -321,9 +325,10 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         cos_sin = self.base.model.rotary_emb(h, pos)
         plen = ([c.prefix_len for c in layer_cache.layers] if isinstance(layer_cache, MemoryCache)
                 else [k.shape[-2] for k, _ in layer_cache.prefix] if layer_cache is not None else [0] * self.L)
-        for l, layer in enumerate(self.layers):
-            m = mask if mask is None or plen[l] == P else mask[..., P - plen[l]:]   # layers without memory
-            h = self._call(layer, h, m, pos, layer_cache, cos_sin)
+        with gqa_attention(self.base.config):
+            for l, layer in enumerate(self.layers):
+                m = mask if mask is None or plen[l] == P else mask[..., P - plen[l]:]   # layers without memory
+                h = self._call(layer, h, m, pos, layer_cache, cos_sin)
         h = self.base.model.norm(h)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
@@ -336,18 +341,20 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
 
     def _read_prefix(self, B: int, use_memory: bool, memory_rows):
         """What the queries attend to before the input, per layer (k, v): [bos_l; θ_l] (cached), given rows
-        (training), or None (no memory, or an empty pool)."""
+        (training), or None (no memory, or an empty pool); and the PoolKV that may lend its buffers (or None)."""
+        pool_kv = None
         if memory_rows is not None:
             prefix = self._rows_prefix(checks.rows(self, memory_rows, B))
         elif use_memory and self.initialized:
             checks.batch(self, B)
-            prefix = self._pool_prefix()
+            prefix, pool_kv = self._pool_prefix()
         else:
-            return None
-        prefix = self._without_memory_layers(prefix)
+            return None, None
+        if self.config.memory_layers is not None or torch.is_grad_enabled():   # lend buffers to no-grad reads only
+            prefix, pool_kv = self._without_memory_layers(prefix), None
         if prefix[0][0].shape[0] != B:
             prefix = [(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in prefix]
-        return prefix
+        return prefix, pool_kv
 
     def _empty_prefix(self, B: int):
         attn = self.layers[0].self_attn
@@ -385,7 +392,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         new = new if new is not None else max(kwargs.get("max_length", gc.max_length) - input_ids.shape[1], 0)
         P = (self._nb + self.N) if kwargs.get("use_memory", True) and self.initialized else 0
         checks.positions(self, P + input_ids.shape[1] + new, f"generating {new} tokens", P)
-        kwargs.setdefault("past_key_values", MemoryCache())
+        kwargs.setdefault("past_key_values", MemoryCache(room=input_ids.shape[1] + new))
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     # ------------------------------------------------------------------ write: inject_memory / write_memory
@@ -403,7 +410,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
                 raise ValueError(f"memory_rows for a write must hold K={self.K} vectors per layer")
         elif self.initialized:
             checks.batch(self, B)
-            last = self._pool[:, :, -self.K:]
+            last = self._slots[:, :, -self.K:]
         else:
             checks.batch(self, B)
             last = None
@@ -411,7 +418,8 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             last = last.expand(B, -1, -1, -1)
         n = input_ids.shape[1]   # a write's rows sit at positions up to nb + min(n, K) + max(n, K) - 1
         checks.positions(self, n if last is None else self._nb + n + self.K, "this write", self._nb + self.K)
-        delta = self._encode(input_ids, last)
+        with gqa_attention(self.base.config):
+            delta = self._encode(input_ids, last)
         if update_memory:
             self.write_memory(delta.detach())
         return delta
@@ -466,20 +474,20 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
         shares one draw: drop_memory_per_layer=False)."""
         layers = self.L if self.config.drop_memory_per_layer else 1
         keep = random_subset(B, layers, self.N, self.N - self.K, self.generator)
-        return keep.expand(B, self.L, -1).to(self._pool.device)
+        return keep.expand(B, self.L, -1).to(self._slots.device)
 
     def sample_memory_rows(self, keep: int, generator: torch.Generator) -> torch.Tensor:
         """`keep` old vectors per layer, a sorted uniform subset drawn independently per layer from `generator`:
         [1, L, keep, d] (training reads the pool as it would look after some writes, §3.2)."""
-        idx = random_subset(1, self.L, self.N, keep, generator).to(self._pool.device)
-        return self._pool[:1].gather(2, idx[..., None].expand(-1, -1, -1, self.d))
+        idx = random_subset(1, self.L, self.N, keep, generator).to(self._slots.device)
+        return self._slots[:1].gather(2, idx[..., None].expand(-1, -1, -1, self.d))
 
     @torch.no_grad()
     def write_memory(self, delta: torch.Tensor) -> None:
         """Commit delta [B, L, K, d]: drop K random vectors per layer, keep order, append delta (§3.1.2)."""
         delta = checks.delta(self, delta)          # cast to the pool's dtype, then checked (shape, finite)
         B, N = delta.shape[0], self.N
-        old_kv = self._pool_kv
+        old_kv = self._kvc
         if not self.initialized:
             k = delta.shape[2]
             reps, rest = divmod(N, k)
@@ -487,21 +495,25 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
             keep = None
         else:
             keep = self.draw_survivors(B)
-            new = _drop_and_append(self._pool, keep, delta)
+            old = self._slots
+            kv_valid = old_kv is not None and old_kv.key == (self._pool_key(), self._weights_key())
+            new = torch.empty_like(old) if self._pool_handed.held() else old     # copy-on-write, else in place
+            for l in range(self.L):
+                drop_and_append(old[:, l], keep[:, l], delta[:, l], out=new[:, l])
         # Incremental key/value update: gather survivors' projections, project only the K new vectors.
         new_kv = None
-        if (keep is not None and old_kv is not None and self._cacheable()
-                and old_kv.key == (id(self._pool), self._pool._version, self._weights_key())):
-            nk, nv = self._project_pool_rows(delta, with_bos=False)
-            nb = self._nb
-            new_kv = (_drop_and_append(old_kv.raw_k, keep, nk, skip=nb, dim=3),
-                      _drop_and_append(old_kv.v, keep, nv, skip=nb, dim=3))
-        self._pool = new
+        if keep is not None and kv_valid and self._cacheable():
+            new_kv = old_kv.write(((new.data_ptr(), new._version), old_kv.key[1]), keep,
+                                  *self._project_pool_rows(delta, with_bos=False), skip=self._nb,
+                                  in_place=not self._kv_handed.held())
+        if new is not self._slots:
+            self._slots = new
+            self._pool_handed.reset()
         self.initialized = True
         self.last_keep = keep          # survivors of this write [B, L, N-K] (None for the first, tiling write)
-        self._pool_kv = None
-        if new_kv is not None:
-            self._pool_kv = PoolKV((id(self._pool), self._pool._version, old_kv.key[2]), *new_kv)
+        if new_kv is not old_kv:
+            self._kvc = new_kv
+            self._kv_handed.reset()
 
     # ------------------------------------------------------------------ memory state management
     def reset_memory(self, num_memories: int | None = None) -> None:
@@ -575,30 +587,14 @@ class MemoryLLM(PreTrainedModel, GenerationMixin):
 
 
 
-def _drop_and_append(old: torch.Tensor, keep: torch.Tensor, fresh: torch.Tensor, skip: int = 0,
-                     dim: int = 2) -> torch.Tensor:
-    """One new tensor = [the first `skip` rows; rows `keep` of the rest; fresh] along `dim` (2 for the pool
-    [B, L, N, d], 3 for cached keys/values [B, L, kvh, T, hd]), written in one pass: a gather then a cat would
-    copy the whole pool twice per write."""
-    B, L = keep.shape[:2]
-    shape = list(old.shape)
-    shape[dim] = skip + keep.shape[2] + fresh.shape[dim]
-    out = old.new_empty(shape)
-    for b in range(B):
-        for l in range(L):
-            src, dst = old[b, l], out[b, l]
-            d = dim - 2
-            if skip:
-                dst.narrow(d, 0, skip).copy_(src.narrow(d, 0, skip))
-            torch.index_select(src.narrow(d, skip, src.shape[d] - skip), d, keep[b, l],
-                               out=dst.narrow(d, skip, keep.shape[2]))
-            dst.narrow(d, skip + keep.shape[2], fresh.shape[dim]).copy_(fresh[b, l])
-    return out
-
-
 def random_subset(B: int, L: int, N: int, keep: int, generator: torch.Generator) -> torch.Tensor:
-    """[B, L, keep] sorted indices: a uniform subset of range(N) without replacement, independent per (b, l)."""
-    return torch.rand(B, L, N, generator=generator).argsort(-1)[..., :keep].sort(-1).values
+    """[B, L, keep] sorted indices: a uniform subset of range(N) without replacement, independent per (b, l): the
+    `keep` smallest of N draws, found in O(N) by a threshold (= argsort(draws)[:keep] sorted; a tie falls back)."""
+    r = torch.rand(B, L, N, generator=generator)
+    below = r <= r.kthvalue(keep, -1, keepdim=True).values
+    if bool((below.sum(-1) == keep).all()):
+        return below.nonzero()[:, -1].view(B, L, keep)
+    return r.argsort(-1)[..., :keep].sort(-1).values
 
 
 def expected_retention(t, N: int, K: int) -> float:
