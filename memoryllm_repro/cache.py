@@ -341,3 +341,13 @@ def gqa_attention(config):
         yield
     finally:
         config._attn_implementation = old
+
+
+def random_subset(B: int, L: int, N: int, keep: int, generator: torch.Generator) -> torch.Tensor:
+    """[B, L, keep] sorted indices: a uniform subset of range(N) without replacement, independent per (b, l): the
+    `keep` smallest of N draws, found in O(N) by a threshold (= argsort(draws)[:keep] sorted; a tie falls back)."""
+    r = torch.rand(B, L, N, generator=generator)
+    below = r <= r.kthvalue(keep, -1, keepdim=True).values
+    if bool((below.sum(-1) == keep).all()):
+        return below.nonzero()[:, -1].view(B, L, keep)
+    return r.argsort(-1)[..., :keep].sort(-1).values

@@ -39,7 +39,8 @@ from transformers.models.llama.modeling_llama import rotate_half
 
 from . import checks, persistence
 from .backbones import check_architecture, load_backbone
-from .cache import Handed, MemoryCache, PoolHandles, PoolKV, PrefixOnly, drop_and_append, gqa_attention
+from .cache import (Handed, MemoryCache, PoolHandles, PoolKV, PrefixOnly, drop_and_append, gqa_attention,
+                    random_subset)
 
 
 class MemoryLLMConfig(PretrainedConfig):
@@ -92,10 +93,9 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
 
     def __init__(self, config: MemoryLLMConfig, base: PreTrainedModel | None = None):
         super().__init__(config)
-        if base is None:
-            bc = dict(config.backbone_config)
-            bc.pop("quantization_config", None)
-            base = LlamaForCausalLM(LlamaConfig(**bc))
+        if base is None:   # an empty backbone from the saved config (weights are loaded afterwards)
+            base = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.backbone_config.items()
+                                                   if k != "quantization_config"}))
         check_architecture(base)
         self.base = base
         L, d, dtype = self.L, self.d, base.dtype
@@ -148,16 +148,13 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
     def kv_cached(self) -> bool:   # the pool's keys/values are cached: reused by reads, updated by writes
         return self._kvc is not None
 
-    def clear_cache(self) -> None:
-        """Drop the cached keys/values of the pool; the next read projects it again."""
+    def clear_cache(self) -> None:   # drop the pool's cached keys/values: the next read projects it again
         self._pool_kv = None
 
-    def _has_memory(self, l: int) -> bool:
-        ml = self.config.memory_layers
-        return ml is None or l in ml or (l - self.L) in ml
+    def _has_memory(self, l: int) -> bool:   # memory_layers may count from the end (-1 = the last layer)
+        return (ml := self.config.memory_layers) is None or l in ml or (l - self.L) in ml
 
-    def _without_memory_layers(self, prefix):
-        """Replace the prefix of layers without memory (structure ablation) by an empty one."""
+    def _without_memory_layers(self, prefix):   # structure ablation: layers without memory get an empty prefix
         if self.config.memory_layers is None:
             return prefix
         return [(k, v) if self._has_memory(l) else (k[..., :0, :], v[..., :0, :]) for l, (k, v) in enumerate(prefix)]
@@ -469,9 +466,8 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
         return torch.stack(deltas, 1)
 
     def draw_survivors(self, B: int) -> torch.Tensor:
-        """Sorted indices of the N-K survivors of the next write, [B, L, N-K], drawn from the model's generator:
-        uniform without replacement, independent per layer (the authors' training code; their 7B inference
-        shares one draw: drop_memory_per_layer=False)."""
+        """Sorted indices of the N-K survivors of the next write [B, L, N-K], uniform without replacement and per
+        layer (the authors' training code; their 7B inference shares one draw: drop_memory_per_layer=False)."""
         layers = self.L if self.config.drop_memory_per_layer else 1
         keep = random_subset(B, layers, self.N, self.N - self.K, self.generator)
         return keep.expand(B, self.L, -1).to(self._slots.device)
@@ -532,7 +528,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
         self._pool = src.expand(num_memories, -1, -1, -1).clone()
         self._pool_kv = None
 
-    def seed(self, seed: int) -> None:
+    def seed(self, seed: int) -> None:   # reseed the drop generator
         self.generator.manual_seed(seed)
 
     def memory_state(self) -> dict[str, torch.Tensor]:
@@ -571,9 +567,9 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
 
     @contextlib.contextmanager
     def memory_snapshot(self):
-        """`with model.memory_snapshot(): ...` restores pool, generator and caches on exit (O(1): writes never
-        modify the pool in place and `model.memory` is read-only, so a reference is enough; an in-place change
-        through the private `_pool` is detected by its version counter and raises instead of restoring wrongly)."""
+        """`with model.memory_snapshot(): ...` restores pool, generator and caches on exit (O(1): a held pool is
+        never modified in place - writes copy it first - and `model.memory` is read-only, so a reference is enough;
+        an in-place change through the private `_pool` is caught by its version counter and raises)."""
         state = (self._pool, self.initialized, self.generator.get_state(), self._pool_kv)
         version = self._pool._version
         try:
@@ -584,17 +580,6 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
             if self._pool._version != version:
                 self._pool_kv = None
                 raise RuntimeError("the pool was modified in place inside memory_snapshot(): it cannot be restored")
-
-
-
-def random_subset(B: int, L: int, N: int, keep: int, generator: torch.Generator) -> torch.Tensor:
-    """[B, L, keep] sorted indices: a uniform subset of range(N) without replacement, independent per (b, l): the
-    `keep` smallest of N draws, found in O(N) by a threshold (= argsort(draws)[:keep] sorted; a tie falls back)."""
-    r = torch.rand(B, L, N, generator=generator)
-    below = r <= r.kthvalue(keep, -1, keepdim=True).values
-    if bool((below.sum(-1) == keep).all()):
-        return below.nonzero()[:, -1].view(B, L, keep)
-    return r.argsort(-1)[..., :keep].sort(-1).values
 
 
 def expected_retention(t, N: int, K: int) -> float:

@@ -132,7 +132,7 @@ def test_a_kept_memory_view_does_not_change():
 
 
 def test_survivor_draw_equals_the_sort():
-    from memoryllm_repro.model import random_subset
+    from memoryllm_repro.cache import random_subset
     for seed in range(20):
         for N, keep in ((32, 24), (640, 576), (50, 50)):
             g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)

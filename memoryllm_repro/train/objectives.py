@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..model import random_subset
+from ..cache import random_subset
 
 
 def new_knowledge_incorporation(model, x1, x2, through_write: bool, generator):
