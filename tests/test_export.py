@@ -22,3 +22,18 @@ def test_export_and_warm_load(tmp_path):
     for n, p in a.named_parameters():
         if "lora_" in n or n == "new_memory_positional_emb":
             assert torch.allclose(p, trained[n].detach().half().float(), atol=1e-3)   # stored in fp16
+
+
+def test_a_run_starts_from_an_exported_checkpoint(tmp_path):
+    """init_weights: a new run starts from an exported (fp16) checkpoint's LoRA and learned vectors."""
+    model = dict(backbone="tiny-random-llama", num_blocks=4, num_tokens=16)
+    common = dict(model=model, steps=1, eval_every=0, save_every=1, min_len=24, max_len=48, threads=1)
+    Trainer(TrainConfig(out_dir=str(tmp_path / "run"), **common)).train()
+    ckpt = export(tmp_path / "run", tmp_path / "ckpt")
+    tr = Trainer(TrainConfig(out_dir=str(tmp_path / "two"), init_weights=str(ckpt), **{**common, "steps": 0}))
+    tr.train()
+    exported = MemoryLLM.from_pretrained(ckpt)
+    mine = dict(tr.model.named_parameters())
+    for n, p in exported.named_parameters():
+        if "lora_" in n or n == "new_memory_positional_emb":
+            assert mine[n].dtype == torch.float32 and torch.equal(mine[n], p)

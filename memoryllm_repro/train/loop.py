@@ -454,7 +454,8 @@ class Trainer:
         st = self.state
         if not resumed:
             if cfg.init_weights:
-                persistence.load_weights(self.model, Path(cfg.init_weights))   # checked: same LoRA spec and shapes
+                # checked (same LoRA spec and shapes, finite after the cast); an exported fp16 checkpoint is cast up
+                persistence.load_weights(self.model, Path(cfg.init_weights), cast=True)
             self.warm_pool()
             if acc.is_main_process:
                 persistence.write_text(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=1))
