@@ -16,6 +16,8 @@ from memoryllm_repro.train.loop import TrainConfig, Trainer
 
 
 def run(mode: str, args, out: str) -> list[dict]:
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state(True)    # accelerate keeps one global state per process: start each mode afresh
     cfg = TrainConfig.load(args.config, out_dir=out, steps=args.steps, mixed_precision=mode, eval_every=0,
                            save_every=10 ** 9, threads=args.threads, max_minutes=0)
     tr = Trainer(cfg)
