@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import weakref
 
 import torch
@@ -24,8 +25,12 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.cache_utils import Cache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.models.llama.modeling_llama import rotate_half
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, rotate_half
 
+
+# transformers 5.24 renamed `past_key_values` to `cache` (model inputs and outputs, decoder layers); the old name is
+# only deprecated there. We pass whichever name the installed Llama layers take, so both lines of versions work.
+CACHE_KW = "cache" if "cache" in inspect.signature(LlamaDecoderLayer.forward).parameters else "past_key_values"
 
 class PrefixLayer(DynamicLayer):
     """One layer's cache: `prefix_len` memory rows followed by the real tokens, in buffers [B, h, rows, hd] with

@@ -39,7 +39,7 @@ from transformers.models.llama.modeling_llama import rotate_half
 
 from . import checks, persistence
 from .backbones import check_architecture, load_backbone
-from .cache import (Handed, MemoryCache, PoolHandles, PoolKV, PrefixOnly, drop_and_append, gqa_attention,
+from .cache import (CACHE_KW, Handed, MemoryCache, PoolHandles, PoolKV, PrefixOnly, drop_and_append, gqa_attention,
                     random_subset)
 
 
@@ -236,7 +236,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
 
     @staticmethod
     def _call(layer, h, mask, pos, cache, cos_sin):
-        out = layer(h, attention_mask=mask, position_ids=pos, past_key_values=cache,
+        out = layer(h, attention_mask=mask, position_ids=pos, **{CACHE_KW: cache},
                     position_embeddings=cos_sin, use_cache=cache is not None)
         return out[0] if isinstance(out, tuple) else out
 
@@ -296,7 +296,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
         `use_memory=False` runs the plain backbone (the "borderline")."""
         checks.ids(self, input_ids, attention_mask)
         B, q = input_ids.shape
-        cache = past_key_values
+        cache = past_key_values if past_key_values is not None else kwargs.pop("cache", None)   # 5.24's name
         if cache is not None and not isinstance(cache, MemoryCache):
             raise TypeError(f"past_key_values must be a MemoryCache (from model.generate), got {type(cache)}")
         if cache is None and use_cache:
@@ -334,7 +334,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
         if labels is not None:
             loss = nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                                ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{CACHE_KW: cache})
 
     def _read_prefix(self, B: int, use_memory: bool, memory_rows):
         """What the queries attend to before the input, per layer (k, v): [bos_l; θ_l] (cached), given rows
@@ -381,15 +381,15 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
         return pos, self._mask(allowed)
 
     def generate(self, input_ids=None, attention_mask=None, **kwargs):
-        """HF `generate` reading the memory: pass `use_memory=False` for the plain backbone. A fresh MemoryCache
-        holds the memory prefix, so the caller never builds masks or positions for it."""
+        """HF `generate` reading the memory (`use_memory=False`: the plain backbone); a MemoryCache holds the prefix."""
         checks.ids(self, input_ids, attention_mask)
         gc = kwargs.get("generation_config") or self.generation_config
         new = kwargs.get("max_new_tokens", gc.max_new_tokens)
         new = new if new is not None else max(kwargs.get("max_length", gc.max_length) - input_ids.shape[1], 0)
         P = (self._nb + self.N) if kwargs.get("use_memory", True) and self.initialized else 0
         checks.positions(self, P + input_ids.shape[1] + new, f"generating {new} tokens", P)
-        kwargs.setdefault("past_key_values", MemoryCache(room=input_ids.shape[1] + new))
+        if "past_key_values" not in kwargs and "cache" not in kwargs:   # either name (transformers 5.24 renamed it)
+            kwargs[CACHE_KW] = MemoryCache(room=input_ids.shape[1] + new)
         return super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     # ------------------------------------------------------------------ write: inject_memory / write_memory
