@@ -16,7 +16,7 @@
 model = "default"
 counterfact = "editing/counterfact_bundled.json"
 zsre = "editing/zsre_bundled.json"
-num_records = 40              # per dataset (None = all)
+num_records = 40              # per dataset (None: all)
 sample_seed = 0               # random sample of num_records; null = the first num_records (ROME's convention)
 methods = ["backbone", "MemoryLLM", "FT", "FT-L", "ROME", "IKE", "MemoryLLM (w/ EF)"]
 rome_layer = 5
