@@ -22,6 +22,10 @@ from .paths import DEFAULT_CHECKPOINT, ROOT
 from .persistence import snapshots
 
 DEFAULT_RUN = ROOT / "runs" / "small"
+# One help text for every command line that takes a `load_model` spec (card, integrity, probes).
+MODEL_SPEC_HELP = ('"default" (the shipped checkpoint), "untrained" (SmolLM2 + empty memory), "tiny" (random '
+                   'smoke-test model), or any folder from_pretrained reads: an exported model, a training snapshot '
+                   '(runs/<run>/checkpoints/step-N), the authors\' format, or a hub id')
 
 
 def latest_snapshot(run: Path = DEFAULT_RUN) -> Path | None:

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from ..checkpoints import load_model
+from ..checkpoints import MODEL_SPEC_HELP, load_model
 from ..results import results_dir, write_run
 from .lm import heldout_fact_pairs, heldout_generic_pairs, memory_loss, perplexity
 from .retention import run_figure5, summarize
@@ -71,10 +71,6 @@ def card_markdown(card: dict, num_examples: int, num_updates: int) -> str:
     return "\n".join(lines)
 
 
-MODELS_HELP = ('"default" (the shipped checkpoint), "untrained" (SmolLM2 + empty memory), "tiny" (random smoke-test '
-               'model), or a folder written by save_pretrained / a training checkpoint folder')
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="memoryllm-card", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -82,7 +78,7 @@ def main(argv=None):
                     "a continuation with and without memory (trained vs untrained), and perplexity of held-out "
                     "generic text. Writes card.json, card.md, summary.csv and the per-question records.",
         epilog="example:\n  memoryllm-card --model default --out results/model_card --threads 2")
-    ap.add_argument("--model", default="default", help="which model to measure: " + MODELS_HELP)
+    ap.add_argument("--model", default="default", help="which model to measure: " + MODEL_SPEC_HELP)
     ap.add_argument("--num-examples", type=int, default=50,
                     help="held-out retention questions (entities never seen in training; default 50)")
     ap.add_argument("--num-updates", type=int, default=12,

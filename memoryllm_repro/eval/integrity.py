@@ -185,7 +185,7 @@ def load_records(out_dir):
 def main(argv=None):
     import argparse
 
-    from ..checkpoints import load_model
+    from ..checkpoints import MODEL_SPEC_HELP, load_model
     from .retention import retention_data
     ap = argparse.ArgumentParser(
         prog="memoryllm-integrity", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -193,8 +193,7 @@ def main(argv=None):
                     "question of the latest one after each write, and record pool health. Kill-safe and "
                     "resumable: re-running with the same --out continues where the last checkpoint left off.",
         epilog="example:\n  memoryllm-integrity --model default --updates 1000 --out results/figure6_integrity")
-    ap.add_argument("--model", default="default",
-                    help='"default" (the shipped checkpoint), "untrained", "tiny", or a checkpoint folder')
+    ap.add_argument("--model", default="default", help="the model: " + MODEL_SPEC_HELP)
     ap.add_argument("--updates", type=int, default=1000, help="total number of updates (writes) to reach (default 1000)")
     ap.add_argument("--examples", type=int, default=200,
                     help="contexts in the stream, reshuffled after every pass (default 200; one more is the probe fact)")

@@ -28,6 +28,7 @@ import time
 
 import torch
 
+from ..checkpoints import MODEL_SPEC_HELP, load_model
 from .retention import _ids, answers, hit
 
 PRESETS = {
@@ -201,16 +202,16 @@ def run_probes(model, tok, preset: str = "quick", n: int | None = None, seed: in
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description="Diagnostic recall probes for a MemoryLLM (markdown table).")
-    ap.add_argument("--model", default="default", help="checkpoints.load_model spec: default, tiny, a path...")
-    ap.add_argument("--preset", default="quick", choices=sorted(PRESETS))
+    ap.add_argument("--model", default="default", help="the model: " + MODEL_SPEC_HELP)
+    ap.add_argument("--preset", default="quick", choices=sorted(PRESETS),
+                    help="quick: the training-time validation (~2-3 min on one thread); full: every probe")
     ap.add_argument("--n", type=int, default=None, help="examples per cell (default: the preset's)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the filler text and distractor writes")
     ap.add_argument("--out", default=None, help="also write the table as CSV here")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    from ..checkpoints import load_model
     model, tok, desc = load_model(a.model)
     model.eval()
     t = time.time()
