@@ -107,15 +107,22 @@ def load_memory(model, path, cast: bool = False) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- LoRA as peft
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj")   # the authors': not o_proj
+# The authors' adapter: r 8, alpha 32, dropout 0.1 on q, k, v, gate, up, down (o_proj is not targeted).
+DEFAULT_LORA = dict(r=8, lora_alpha=32, lora_dropout=0.1,
+                    target_modules=["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"])
 
 
-def add_lora(model, r: int = 8, lora_alpha: int = 32, lora_dropout: float = 0.1, target_modules=LORA_TARGETS):
-    """Attach LoRA adapters to φ in place (peft's inject_adapter_in_model, no PeftModel wrapper)."""
+def add_lora(model, **spec):
+    """Attach LoRA adapters to φ in place (peft's inject_adapter_in_model, no PeftModel wrapper); `spec` overrides
+    DEFAULT_LORA's fields."""
     if model.config.lora is not None and any("lora_" in n for n, _ in model.base.named_parameters()):
         raise ValueError("LoRA adapters are already attached")
+    unknown = set(spec) - set(DEFAULT_LORA)
+    if unknown:
+        raise TypeError(f"unknown LoRA option(s) {sorted(unknown)}; known: {list(DEFAULT_LORA)}")
     from peft import LoraConfig, inject_adapter_in_model
-    spec = dict(r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(target_modules))
+    spec = {**DEFAULT_LORA, **spec}
+    spec["target_modules"] = list(spec["target_modules"])
     inject_adapter_in_model(LoraConfig(**spec), model.base)
     model.train(model.training)   # new dropout modules start in train mode; follow the model's
     model.config.lora = spec
@@ -196,8 +203,8 @@ def merged_backbone(model):
             module.merge()
             parent = base.get_submodule(name.rsplit(".", 1)[0])
             setattr(parent, name.rsplit(".", 1)[1], module.get_base_layer())
-    base.peft_config = {}
-    del base.peft_config
+    if hasattr(base, "peft_config"):   # inject_adapter_in_model's bookkeeping; the merged model has no adapter
+        del base.peft_config
     return base
 
 

@@ -46,8 +46,6 @@ from ..paths import TRAIN_CONFIGS as CONFIG_DIR
 # The memory model's own fields (MemoryLLMConfig's arguments, backbone_config aside, which comes from the backbone).
 MODEL_FIELDS = [n for n in inspect.signature(MemoryLLMConfig.__init__).parameters
                 if n not in ("self", "kwargs", "backbone_config")]
-DEFAULT_LORA = dict(r=8, lora_alpha=32, lora_dropout=0.1,        # the authors' adapter; o_proj is not targeted
-                    target_modules=["q_proj", "k_proj", "v_proj", "gate_proj", "up_proj", "down_proj"])
 
 
 def model_config(**fields) -> MemoryLLMConfig:
@@ -55,7 +53,7 @@ def model_config(**fields) -> MemoryLLMConfig:
     unknown = set(fields) - set(MODEL_FIELDS)
     if unknown:
         raise ValueError(f"unknown model option(s) {sorted(unknown)}; known: {MODEL_FIELDS}")
-    fields = {"backbone": "smollm2-135m", "lora": dict(DEFAULT_LORA), **fields}
+    fields = {"backbone": "smollm2-135m", "lora": dict(persistence.DEFAULT_LORA), **fields}
     return MemoryLLMConfig(**fields)
 
 
@@ -246,7 +244,7 @@ class Objective(nn.Module):
 def build_model(cfg: TrainConfig) -> MemoryLLM:
     fields = {n: getattr(cfg.model, n) for n in MODEL_FIELDS if n not in ("backbone", "lora")}
     model = MemoryLLM.from_base(cfg.model.backbone, dtype=getattr(torch, cfg.dtype), **fields)
-    model.add_lora(**(cfg.model.lora or DEFAULT_LORA))
+    model.add_lora(**(cfg.model.lora or {}))
     for n, p in model.named_parameters():
         p.requires_grad = ("lora_" in n or n == "new_memory_positional_emb"
                            or (cfg.train_bos and n == "bos_embedding"))
