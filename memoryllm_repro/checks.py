@@ -111,7 +111,7 @@ def rows(model, memory_rows, B: int) -> torch.Tensor:
 
 
 def _pool(model) -> torch.Tensor:   # the pool (a read-only view): its dtype and device are what inputs become
-    return model.memory_state()["memory"]
+    return model.memory
 
 
 def delta(model, delta) -> torch.Tensor:
