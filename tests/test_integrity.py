@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from memoryllm_repro.eval.integrity import ema, windowed_accuracy
+from memoryllm_repro.eval.integrity import asked, ema, run_integrity, stream_status, windowed_accuracy
 
 
 def test_windowed_accuracy_and_ema():
@@ -21,7 +21,8 @@ def test_windowed_accuracy_and_ema():
 
 def _run(out, updates, **kw):
     args = [sys.executable, "-m", "memoryllm_repro.eval.integrity", "--model", "tiny", "--updates", str(updates),
-            "--examples", "10", "--checkpoint-every", "5", "--health-every", "5", "--out", str(out)]
+            "--examples", "10", "--checkpoint-every", "5", "--health-every", "5", "--out", str(out),
+            "--ask-every", "3", "--dense-until", "12"]
     return subprocess.Popen(args, env=dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1"),
                             stdout=subprocess.DEVNULL, stderr=kw.get("stderr", subprocess.DEVNULL))
 
@@ -49,4 +50,16 @@ def test_killed_stream_resumes_without_gaps_or_duplicates(tmp_path):
         got = (tmp_path / "run" / name).read_text().splitlines()
         assert got == want, name
     rec = [json.loads(l) for l in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
-    assert [r["update"] for r in rec] == list(range(1, 31))
+    # asked after every update up to 12, then after every 3rd: the schedule survives the kill too
+    assert [r["update"] for r in rec] == list(range(1, 13)) + [15, 18, 21, 24, 27, 30]
+    status = stream_status(tmp_path / "run")
+    assert status["update"] == 30 and status["seconds"] > 0
+
+
+def test_ask_schedule_and_bad_arguments(tmp_path):
+    assert [u for u in range(1, 31) if asked(u, 10, 5)] == [1, 2, 3, 4, 5, 10, 20, 30]
+    assert all(asked(u) for u in range(1, 5))
+    assert stream_status(tmp_path) == {"update": 0, "seconds": 0.0}
+    with pytest.raises(ValueError, match="ask_every"):
+        run_integrity(None, None, [], tmp_path / "x", 10, ask_every=0)
+    assert not (tmp_path / "x").exists()

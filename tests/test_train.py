@@ -91,6 +91,24 @@ def test_gradient_through_the_write_only_in_process_a():
             assert mlp is not None   # still trained by the read of x2 itself
 
 
+def test_grad_first_write_reaches_only_the_first_write():
+    """Continuous contexts: the paper's objective trains no write; grad_first_write trains x_1's write (e_new gets a
+    gradient), through the later writes' drops, and leaves the deltas to commit identical and detached."""
+    x = [rand_ids(20, seed=1), rand_ids(18, seed=2), rand_ids(16, seed=3)]
+    out = {}
+    for flag in (False, True):
+        model = lora_model()
+        loss, deltas = continuous_contexts_understanding(model, x, rand_ids(15, seed=4),
+                                                         torch.Generator().manual_seed(0), grad_first_write=flag)
+        loss.backward()
+        out[flag] = (model.new_memory_positional_emb.grad, deltas, loss.item())
+        assert all(not d.requires_grad for d in deltas)
+    assert out[False][0] is None or out[False][0].abs().sum() == 0
+    assert out[True][0] is not None and out[True][0].abs().sum() > 0
+    assert out[True][2] == pytest.approx(out[False][2], abs=1e-6)    # same forward, only the gradient differs
+    assert all(torch.equal(a, b) for a, b in zip(out[False][1], out[True][1]))
+
+
 def test_curriculum_matches_authors_rule():
     cfg = TrainConfig(curriculum_steps=[10000, 15000, 20000, 30000, 50000, 60000],
                       curriculum_values=[1, 2, 3, 4, 5, 10, 20])

@@ -89,6 +89,9 @@ class TrainConfig:
     curriculum_steps: list = field(default_factory=lambda: [300, 600, 1000, 1500])
     curriculum_values: list = field(default_factory=lambda: [1, 2, 3, 4, 5])
     through_write_ratio: float = 0.5    # P(process (a)) in new knowledge incorporation
+    # Our addition (off = the paper): continuous contexts also back-propagate through x_1's write, read after the
+    # later writes' drops, so writes learn to survive losing vectors (objectives.continuous_contexts_understanding)
+    grad_first_write: bool = False
     forgetting: bool = True             # Algorithm 1 replay steps
     save_every: int = 50                # optimizer steps between checkpoints
     keep_checkpoints: int = 2
@@ -233,7 +236,7 @@ class Objective(nn.Module):
                                                                   plan["through_write"], generator)
         else:
             loss, deltas = objectives.continuous_contexts_understanding(m, plan["contexts"], plan["target"],
-                                                                        generator)
+                                                                        generator, plan.get("grad_first_write"))
         if plan.get("kl_ids") is not None:   # inside the DDP-wrapped forward so its gradient is synced too
             kl = objectives.base_distillation(m, plan["kl_ids"], plan["kl_use_memory"])
             plan["kl"] = kl.item()
@@ -397,7 +400,8 @@ class Trainer:
             return {"kind": "forgetting", "target": st["cached"].to(self.acc.device), "indicator": 1, **extra}
         s = self.samples.sample(index, k)
         return {"kind": s["kind"], "contexts": [self._tensor(c) for c in s["contexts"]],
-                "target": self._tensor(s["target"]), "through_write": through_write, "indicator": 0, **extra}
+                "target": self._tensor(s["target"]), "through_write": through_write, "indicator": 0,
+                "grad_first_write": cfg.grad_first_write, **extra}
 
     def commit(self, deltas: list[torch.Tensor]) -> None:
         """Write this step's deltas into the pool; under DDP every rank writes all ranks' deltas in rank order."""
