@@ -39,8 +39,12 @@ def test_probe_table_shape_and_pool_restored(model, tok):
 
 
 def test_full_preset_cells(model, tok):
+    pool = model.memory.clone()
     df = probes.run_probes(model, tok, "full", n=2, progress=False, lengths=(64, 512), distances=(0, 2),
-                           positions=("middle",))
+                           positions=("middle",), causes=(2,))
+    assert set(df[df.probe == "cause"].setting) == {"+2 writes: drops", "+2 writes: shift",
+                                                    "+2 writes: drops + shift", "+2 real writes"}
+    assert torch.equal(model.memory, pool)
     forms = set(df[df.probe == "form"].setting)
     assert forms == {"natural", "context_prefix", "templates", "world"}
     assert set(df[df.probe == "prompt"].setting) == {"qa", "chat", "bare"}
@@ -97,3 +101,19 @@ def test_bad_input(model, tok):
         probes.run_probes(model, tok, "quick", n=2, colour="red", progress=False)
     with pytest.raises(ValueError):
         probes.prompt_text(tok, "Why?", "shout")
+
+
+def test_pool_as_if_later_changes_one_thing_each():
+    B, L, N, K, d, m = 1, 3, 40, 8, 4, 3
+    before = torch.arange(B * L * N * d, dtype=torch.float32).reshape(B, L, N, d)
+    after = torch.cat([before[:, :, K:], -1 - torch.rand(B, L, K, d)], 2)      # the fact: the last K, negative
+    g = torch.Generator().manual_seed(0)
+    dropped = probes.pool_as_if_later(after, before, K, m, g, drops=True, shift=False)
+    lost = round(K * (1 - (1 - K / N) ** m))                                     # 8 * (1 - 0.8^3) = 3.9 -> 4
+    assert lost == 4
+    assert torch.equal(dropped[:, :, :N - K], after[:, :, :N - K])               # nothing else moved
+    fact_left = (dropped[:, :, N - K:, 0] < 0).sum(-1)
+    assert (fact_left == K - lost).all()                                         # per layer, positions kept
+    shifted = probes.pool_as_if_later(after, before, K, m, g, drops=False, shift=True)
+    assert torch.equal(shifted[:, :, N - K - m * K:N - m * K], after[:, :, N - K:])   # the intact block, m writes back
+    assert torch.equal(shifted.sort(2).values, after.sort(2).values)             # the same vectors, reordered

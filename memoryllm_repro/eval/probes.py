@@ -13,6 +13,10 @@ hand-written dev set (`data/natural_facts.py`), written alone and as is, asked r
     prompt     "Question: .. Answer:" (baseline) | the chat template | a bare question line
     position   the fact at the start / middle / end of a 512-token write
     borderline the question with nothing written (the warm pool only); the same for the generator-form items
+    cause      (full preset) why recall falls m writes later: right after the write, the pool changed as m later
+               writes would change it in one respect only: "drops" (the share of the fact's vectors m writes drop
+               on average, replaced in place by older vectors), "shift" (the intact vectors moved m writes back),
+               both, and m real writes of unrelated prose for reference
 
 Only the public API is used (inject_memory, write_memory, expand_memories, memory_snapshot, generate); the model's
 pool is restored afterwards. Examples of a cell run as one batch in independent copies of the pool.
@@ -35,10 +39,10 @@ PRESETS = {
     # the training-time validation: the three target numbers (right after, +10 writes, borderline) + the chat
     # prompt, the generator's own form and a 512-token write; see the report for its time on one CPU thread
     "quick": dict(n=8, lengths=(512,), distances=(0, 10), positions=(), prompts=("qa", "chat"),
-                  forms=("natural", "templates")),
+                  forms=("natural", "templates"), causes=()),
     "full": dict(n=20, lengths=(64, 128, 256, 512), distances=(0, 1, 5, 10, 20),
                  positions=("start", "middle", "end"), prompts=("qa", "chat", "bare"),
-                 forms=("natural", "context_prefix", "templates", "world")),
+                 forms=("natural", "context_prefix", "templates", "world"), causes=(10,)),
 }
 
 
@@ -112,6 +116,47 @@ def _cell(model, tok, items: list[dict], style: str, ask_after: tuple[int, ...],
                 if m < max(ask_after):
                     d = distractors[m % len(distractors)].to(model.device)
                     model.inject_memory(d.expand(len(group), -1))
+    return out
+
+
+def pool_as_if_later(pool, before, K: int, m: int, generator, drops: bool, shift: bool):
+    """`pool` [B, L, N, d] right after a write (its last K vectors per layer are the fact's), changed as m later
+    writes would change it in one respect only. drops: the fact loses round(K (1 - (1-K/N)^m)) vectors per layer
+    (the average over m writes), each replaced in place by a random vector of `before` (the pool before the
+    write), so positions are kept; shift: the fact's intact block moves m writes back (the K*m oldest vectors
+    move behind it)."""
+    B, L, N, d = pool.shape
+    out = pool.clone()
+    if drops:
+        lost = round(K * (1 - (1 - K / N) ** m))
+        for b in range(B):
+            for layer in range(L):
+                where = torch.randperm(K, generator=generator)[:lost] + N - K
+                out[b, layer, where] = before[b, layer, torch.randint(0, N - K, (lost,), generator=generator)]
+    if shift:
+        old, fact = out[:, :, :N - K], out[:, :, N - K:]
+        out = torch.cat([old[:, :, m * K:], fact, old[:, :, :m * K]], 2)
+    return out
+
+
+@torch.no_grad()
+def _causes(model, tok, items: list[dict], m: int, distractors: list[torch.Tensor], seed: int) -> dict:
+    """Hits per condition of the `cause` probe (see the module docstring), one item at a time."""
+    g = torch.Generator().manual_seed(seed)
+    out = {k: [] for k in ("drops", "shift", "drops + shift", "real")}
+    for it in items:
+        q = [prompt_text(tok, it["question"], "qa")]
+        with model.memory_snapshot():
+            before = model.memory_state()["memory"].clone()          # [1, L, N, d]
+            model.inject_memory(_ids(tok, it["write"]).to(model.device))
+            after = model.memory_state()["memory"].clone()
+            for name, drops, shift in (("drops", True, False), ("shift", False, True), ("drops + shift", True, True)):
+                model.set_memory(pool_as_if_later(after, before, model.K, m, g, drops, shift))
+                out[name].append(hit(answers(model, tok, q)[0], it["answer"]))
+            model.set_memory(after)
+            for j in range(m):
+                model.inject_memory(distractors[j % len(distractors)].to(model.device))
+            out["real"].append(hit(answers(model, tok, q)[0], it["answer"]))
     return out
 
 
@@ -195,6 +240,9 @@ def run_probes(model, tok, preset: str = "quick", n: int | None = None, seed: in
             continue
         items = [dict(it, write=filler.around(rng, it["write"], 512, where)) for it in base]
         add("position", f"{where} of 512", items, _cell(model, tok, items, "qa", (0,), distractors)[0])
+    for m in cfg.get("causes", ()):
+        for name, hits in _causes(model, tok, base, m, distractors, seed).items():
+            add("cause", f"+{m} writes: {name}" if name != "real" else f"+{m} real writes", base, hits)
     df = pd.DataFrame(rows)
     df.attrs["seconds"] = time.time() - t0
     return df
