@@ -289,10 +289,10 @@ def figure6(series, health, N: int, K: int, *, window: int, ema_decay: float, da
     fig.get_layout_engine().set(wspace=0.08)
     ax = axes[0][0]
     ax.plot(series["update"], series.accuracy, color="C0",
-            label=f"ours: accuracy over the last {window:,} updates (95% Wilson band)")
+            label=f"ours: accuracy over the last {window:,} questions asked (95% Wilson band)")
     ax.fill_between(series["update"], series.ci_low, series.ci_high, color="C0", alpha=0.2, lw=0)
     ax.plot(series["update"], series.ema, color="C1", alpha=0.9,
-            label=f"ours: exponential moving average ({ema_decay})")
+            label=f"ours: exponential moving average ({ema_decay} per question)")
     paper = {dataset: PAPER["step1"][dataset]} if dataset in PAPER["step1"] else PAPER["step1"]
     for ds, v in paper.items():
         ax.axhline(v, color=GREY, ls=(0, (4, 2)), lw=1,

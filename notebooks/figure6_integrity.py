@@ -18,7 +18,7 @@
 model = "default"
 dataset = "bundled"
 num_examples = 200           # contexts in the stream; one pass is this many updates
-updates = 100_000            # the CPU default: hours (README), resumable across sessions
+updates = 100_000            # the CPU default: hours in the background, resumable (README, Figure 6)
 ask_every = 20               # after dense_until, ask the question of every 20th update only (the write is the cost)
 dense_until = 1_000          # ask after every update up to here
 window = 250                 # running-accuracy window, in questions asked (paper: 2,250 SQuAD / 1,004 NQ)
@@ -68,7 +68,7 @@ if earlier is None or stream_status(out / "run")["update"] < updates:
     status = stream_status(out / "run")      # cumulative over every call that built this stream
     write_run(out, records.to_dict("records"), params,
               extra={"model_description": description, "N": N, "K": K, **status})
-    per_update = status["seconds"] / status["update"]
+    per_update = status["seconds"] / max(status["update"], 1)
     print(f"{status['update']:,} updates ({len(records):,} questions asked) in {status['seconds'] / 3600:.2f} h: "
           f"{per_update:.3f} s per update -> 1,000,000 updates would take {per_update * 1e6 / 86400:.1f} days")
 else:   # the same stream, already on disk: only re-draw
@@ -80,10 +80,12 @@ else:   # the same stream, already on disk: only re-draw
 
 # %%
 series = integrity_series(records, window, ema_decay)
+asking = ("asked after every update" if ask_every == 1 or dense_until >= updates else
+          f"asked after each of the first {dense_until:,}, then after every {ask_every}th")
 caption = (f"{description}, {dtype}; N = {N}, K = {K}; {dataset} stream of {num_examples} contexts, "
-           f"{status['update']:,} updates (asked after each of the first {min(dense_until, updates):,}, then every "
-           f"{ask_every}th: {len(records):,} questions), {status['seconds'] / max(status['update'], 1):.3f} s per "
-           f"update on {device}; non-finite values seen: {int(health.nonfinite.sum())}")
+           f"{status['update']:,} updates ({asking}: {len(records):,} questions), "
+           f"{status['seconds'] / max(status['update'], 1):.3f} s per update on {device}; "
+           f"non-finite values seen: {int(health.nonfinite.sum())}")
 fig = figure6(series, health, N, K, window=window, ema_decay=ema_decay, dataset=dataset, caption=caption)
 if figure_name and not is_stand_in(description):   # the figure and the (thinned) numbers behind it
     print(savefig(fig, figure_name))

@@ -19,10 +19,10 @@ def test_windowed_accuracy_and_ema():
     assert ema([1] * 5, 0.9999) == pytest.approx([1] * 5)
 
 
-def _run(out, updates, **kw):
+def _run(out, updates, ask_every=3, **kw):
     args = [sys.executable, "-m", "memoryllm_repro.eval.integrity", "--model", "tiny", "--updates", str(updates),
             "--examples", "10", "--checkpoint-every", "5", "--health-every", "5", "--out", str(out),
-            "--ask-every", "3", "--dense-until", "12"]
+            "--ask-every", str(ask_every), "--dense-until", "12"]
     return subprocess.Popen(args, env=dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1"),
                             stdout=subprocess.DEVNULL, stderr=kw.get("stderr", subprocess.DEVNULL))
 
@@ -63,3 +63,12 @@ def test_ask_schedule_and_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="ask_every"):
         run_integrity(None, None, [], tmp_path / "x", 10, ask_every=0)
     assert not (tmp_path / "x").exists()
+
+
+def test_resume_with_another_schedule_is_refused(tmp_path):
+    assert _run(tmp_path, 10).wait(timeout=600) == 0
+    files = {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
+    bad = _run(tmp_path, 20, ask_every=2, stderr=subprocess.PIPE)
+    _, err = bad.communicate(timeout=600)
+    assert bad.returncode != 0 and b"holds a stream started with" in err
+    assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == files     # nothing changed

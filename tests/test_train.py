@@ -98,11 +98,25 @@ def test_grad_first_write_reaches_only_the_first_write():
     out = {}
     for flag in (False, True):
         model = lora_model()
+        graphs, inject = [], model.inject_memory      # which writes build a graph, and with what prefix
+
+        def spy(ids, **kw):
+            d = inject(ids, **kw)
+            rows = kw.get("memory_rows")
+            graphs.append((d.requires_grad, rows is not None and rows.requires_grad))
+            return d
+        model.inject_memory = spy
         loss, deltas = continuous_contexts_understanding(model, x, rand_ids(15, seed=4),
                                                          torch.Generator().manual_seed(0), grad_first_write=flag)
+        assert graphs == [(flag, False), (False, False), (False, False)]
         loss.backward()
         out[flag] = (model.new_memory_positional_emb.grad, deltas, loss.item())
         assert all(not d.requires_grad for d in deltas)
+        with torch.no_grad():                         # evaluation: no graph even with the flag on
+            graphs.clear()
+            continuous_contexts_understanding(model, x, rand_ids(15, seed=4), torch.Generator().manual_seed(0),
+                                              grad_first_write=True)
+            assert graphs == [(False, False)] * 3
     assert out[False][0] is None or out[False][0].abs().sum() == 0
     assert out[True][0] is not None and out[True][0].abs().sum() > 0
     assert out[True][2] == pytest.approx(out[False][2], abs=1e-6)    # same forward, only the gradient differs

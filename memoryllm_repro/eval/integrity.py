@@ -2,7 +2,7 @@
 
 Contexts of the retention set stream endlessly (reshuffled after every pass); after a write the model is asked
 the question of the context it just wrote: after every write up to `dense_until`, then after every `ask_every`-th
-(a 100,000-update CPU run asks ~10,900 questions instead of 100,000; the write is most of what is left). Beyond the paper we record, every `health_every` updates: per-layer
+(a 100,000-update CPU run asks 5,950 questions instead of 100,000; the write is most of what is left). Beyond the paper we record, every `health_every` updates: per-layer
 norm statistics of the pool, the fraction of slots written in the last N/K updates (expected
 1 - (1 - K/N)^(N/K) ≈ 0.64), non-finite values, and whether an early probe fact is still answered.
 
@@ -121,8 +121,13 @@ def run_integrity(model, tok, examples, out_dir, total_updates: int, checkpoint_
     shutil.rmtree(tmp, ignore_errors=True)                      # a killed checkpoint's leftovers
     shutil.rmtree(old, ignore_errors=True)
     persistence.remove_stale_temp(out)
+    schedule = {"examples": len(examples), "seed": seed, "ask_every": ask_every, "dense_until": dense_until,
+                "dtype": str(model.dtype).replace("torch.", "")}
     if (state / "meta.json").is_file():
         meta = json.loads((state / "meta.json").read_text())
+        if meta.get("schedule", schedule) != schedule:    # a resumed stream must go on as it started
+            raise ValueError(f"{out} holds a stream started with {meta['schedule']}, not {schedule}: "
+                             "resume with the same settings, or use another folder (the notebook: fresh=True)")
         birth = persistence.read_tensors(state / "birth.safetensors", "integrity state")[0].get("birth")
         if birth is None or birth.shape != (L, N) or birth.dtype != torch.long:
             raise ValueError(f"{state / 'birth.safetensors'} must hold birth: int64 [{L}, {N}]")
@@ -130,7 +135,7 @@ def run_integrity(model, tok, examples, out_dir, total_updates: int, checkpoint_
         _truncate(rec_path, meta["records_bytes"])
         _truncate(health_path, meta["health_bytes"])
     else:
-        meta = {"update": 0, "records_bytes": 0, "health_bytes": 0, "seconds": 0.0}
+        meta = {"update": 0, "records_bytes": 0, "health_bytes": 0, "seconds": 0.0, "schedule": schedule}
         _truncate(rec_path, 0)
         _truncate(health_path, 0)
         if probe is not None:     # the early fact whose fading we follow
@@ -165,7 +170,8 @@ def run_integrity(model, tok, examples, out_dir, total_updates: int, checkpoint_
         bar.update(1)
         if u % checkpoint_every == 0 or u == total_updates:
             meta = {"update": u, "records_bytes": _append(rec_path, rows),
-                    "health_bytes": _append(health_path, hrows), "seconds": seconds + time.time() - t0}
+                    "health_bytes": _append(health_path, hrows), "seconds": seconds + time.time() - t0,
+                    "schedule": schedule}
             rows, hrows = [], []
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()

@@ -122,10 +122,12 @@ def _cell(model, tok, items: list[dict], style: str, ask_after: tuple[int, ...],
 def pool_as_if_later(pool, before, K: int, m: int, generator, drops: bool, shift: bool):
     """`pool` [B, L, N, d] right after a write (its last K vectors per layer are the fact's), changed as m later
     writes would change it in one respect only. drops: the fact loses round(K (1 - (1-K/N)^m)) vectors per layer
-    (the average over m writes), each replaced in place by a random vector of `before` (the pool before the
-    write), so positions are kept; shift: the fact's intact block moves m writes back (the K*m oldest vectors
-    move behind it)."""
+    (the average over m writes), each replaced in place by a random one of the N-K oldest vectors of `before`
+    (the pool before the write; a vector may then appear twice), so positions are kept; shift: the fact's intact
+    block moves m writes back (the K*m oldest vectors move behind it)."""
     B, L, N, d = pool.shape
+    if m * K > N - K:
+        raise ValueError(f"cannot shift a write {m} writes back in a pool of {N // K} writes")
     out = pool.clone()
     if drops:
         lost = round(K * (1 - (1 - K / N) ** m))

@@ -236,7 +236,7 @@ class Objective(nn.Module):
                                                                   plan["through_write"], generator)
         else:
             loss, deltas = objectives.continuous_contexts_understanding(m, plan["contexts"], plan["target"],
-                                                                        generator, plan.get("grad_first_write"))
+                                                                        generator, plan.get("grad_first_write", False))
         if plan.get("kl_ids") is not None:   # inside the DDP-wrapped forward so its gradient is synced too
             kl = objectives.base_distillation(m, plan["kl_ids"], plan["kl_use_memory"])
             plan["kl"] = kl.item()
