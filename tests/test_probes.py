@@ -101,6 +101,17 @@ def test_bad_input(model, tok):
         probes.run_probes(model, tok, "quick", n=2, colour="red", progress=False)
     with pytest.raises(ValueError):
         probes.prompt_text(tok, "Why?", "shout")
+    with pytest.raises(ValueError, match="causes must be in 1..3"):       # N/K = 4: a fact can go 3 writes back
+        probes.run_probes(model, tok, "full", n=1, causes=(4,), progress=False)
+
+
+def test_cli_only(capsys):
+    probes.main(["--model", "tiny", "--preset", "full", "--n", "1", "--only", "distance"])
+    table = capsys.readouterr().out
+    assert "+20 writes" in table and "borderline" in table
+    assert "context_prefix" not in table and "chat" not in table and "cause" not in table
+    with pytest.raises(SystemExit):
+        probes.main(["--model", "tiny", "--only", "colour"])
 
 
 def test_pool_as_if_later_changes_one_thing_each():

@@ -182,6 +182,8 @@ def run_probes(model, tok, preset: str = "quick", n: int | None = None, seed: in
         raise ValueError(f"n must be in 1..{len(dev)} (the natural dev split), got {n}")
     if any(d < 0 for d in cfg["distances"]) or any(x < 16 for x in cfg["lengths"]):
         raise ValueError("distances must be >= 0 and lengths >= 16 tokens")
+    if any(not 1 <= m < model.N // model.K for m in cfg.get("causes", ())):
+        raise ValueError(f"causes must be in 1..{model.N // model.K - 1} (N/K - 1 writes back), got {cfg['causes']}")
     rng = random.Random(f"probes-{seed}")
     facts = dev[:n]
     filler = Filler(tok, generic_texts()[-GENERIC_HOLDOUT:])
@@ -258,14 +260,26 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=None, help="examples per cell (default: the preset's)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the filler text and distractor writes")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated probes to run (form, length, distance, prompt, position, cause); the "
+                         "baseline cell and the borderline always run. Default: every probe of the preset")
     ap.add_argument("--out", default=None, help="also write the table as CSV here")
     a = ap.parse_args(argv)
+    overrides = {}
+    if a.only:
+        fields = {"form": "forms", "length": "lengths", "distance": "distances", "prompt": "prompts",
+                  "position": "positions", "cause": "causes"}
+        keep = set(a.only.split(","))
+        if keep - set(fields):
+            ap.error(f"unknown probe(s) {sorted(keep - set(fields))}; known: {', '.join(fields)}")
+        baseline = {"forms": ("natural",), "distances": (0,), "prompts": ("qa",)}
+        overrides = {f: baseline.get(f, ()) for name, f in fields.items() if name not in keep}
     if a.threads:
         torch.set_num_threads(a.threads)
     model, tok, desc = load_model(a.model)
     model.eval()
     t = time.time()
-    df = run_probes(model, tok, a.preset, a.n, a.seed)
+    df = run_probes(model, tok, a.preset, a.n, a.seed, **overrides)
     print(f"\n{desc}; preset {a.preset}, {df.n.max()} examples per cell, {time.time() - t:.0f} s on "
           f"{torch.get_num_threads()} thread(s)\n")
     print(df.to_markdown(index=False, floatfmt=".2f"))
