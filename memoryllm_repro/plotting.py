@@ -17,6 +17,6 @@ def savefig(fig, name: str, directory: str | Path | None = None) -> list[Path]:
     d = Path(directory) if directory is not None else REPO / "figures"
     d.mkdir(parents=True, exist_ok=True)
     paths = [d / f"{name}.png", d / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, bbox_inches="tight")
+    for p in paths:     # no creation date in the PDF: re-drawing unchanged data leaves the file unchanged
+        fig.savefig(p, bbox_inches="tight", metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
     return paths

@@ -233,3 +233,16 @@ def test_replot_committed_from_csvs_only(tmp_path):
                                                                           "figure7_ablation")
                                                      for e in ("png", "pdf"))
     assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_savefig_is_reproducible(tmp_path):
+    """Re-drawing unchanged data must not change the committed files (no timestamp in the PDF)."""
+    import matplotlib.pyplot as plt
+
+    from memoryllm_repro.plotting import savefig
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    first = {p.name: p.read_bytes() for p in savefig(fig, "x", tmp_path / "a")}
+    second = {p.name: p.read_bytes() for p in savefig(fig, "x", tmp_path / "b")}
+    plt.close(fig)
+    assert first == second and set(first) == {"x.png", "x.pdf"}
