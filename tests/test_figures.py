@@ -237,12 +237,13 @@ def test_replot_committed_from_csvs_only(tmp_path):
 
 def test_savefig_is_reproducible(tmp_path):
     """Re-drawing unchanged data must not change the committed files (no timestamp in the PDF)."""
-    import matplotlib.pyplot as plt
+    import time
 
     from memoryllm_repro.plotting import savefig
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
     first = {p.name: p.read_bytes() for p in savefig(fig, "x", tmp_path / "a")}
+    time.sleep(1.1)       # a PDF timestamp has whole seconds
     second = {p.name: p.read_bytes() for p in savefig(fig, "x", tmp_path / "b")}
     plt.close(fig)
     assert first == second and set(first) == {"x.png", "x.pdf"}
