@@ -184,7 +184,7 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
     @torch.no_grad()
     def _init_bos(self) -> None:
         """bos_l = the hidden state entering layer l for the backbone's BOS token (an attention sink the base model
-        already knows). The authors used random vectors (see official-implementation.md §6.2): bos_init="randn"."""
+        already knows). The authors used random vectors (docs/paper_to_code.md): bos_init="randn"."""
         bos_id = self.base.config.bos_token_id
         if self.config.bos_init == "randn" or bos_id is None:
             std = self.base.get_input_embeddings().weight.std()

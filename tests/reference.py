@@ -1,4 +1,4 @@
-"""A naive MemoryLLM written straight from the paper / official-implementation.md, with explicit matmuls.
+"""A naive MemoryLLM written straight from the paper and the authors' code, with explicit matmuls.
 
 It reads only the raw weights of the HF modules, never their forward methods, so the library's use of HF layers,
 caches, masks and RoPE is checked against an independent computation."""

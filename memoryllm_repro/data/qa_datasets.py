@@ -1,4 +1,4 @@
-"""Retention data in the authors' formats (official-implementation.md §4.1, §5): SQuAD v2 JSON and
+"""Retention data in the authors' formats (the authors' evaluation scripts, github.com/wangyu-ustc/MemoryLLM): SQuAD v2 JSON and
 NaturalQuestions jsonl (the full `nq-dev-all` format with `document_tokens`, or the simplified train format with
 `document_text`), from local files or hub names via `datasets`.
 

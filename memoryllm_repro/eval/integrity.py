@@ -2,15 +2,18 @@
 
 Contexts of the retention set stream endlessly (reshuffled after every pass); after a write the model is asked
 the question of the context it just wrote: after every write up to `dense_until`, then after every `ask_every`-th
-(a 100,000-update CPU run asks 5,950 questions instead of 100,000; the write is most of what is left). Beyond the paper we record, every `health_every` updates: per-layer
-norm statistics of the pool, the fraction of slots written in the last N/K updates (expected
-1 - (1 - K/N)^(N/K) ≈ 0.64), non-finite values, and whether an early probe fact is still answered.
+(a 100,000-update CPU run asks 5,950 questions instead of 100,000; the write is most of what is left). Beyond
+the paper we record, every `health_every` updates: per-layer norm statistics of the pool, the fraction of slots
+written in the last N/K updates (expected 1 - (1 - K/N)^(N/K) ≈ 0.64), non-finite values, and whether an early
+probe fact is still answered.
 
 Kill-safe: `records.jsonl` and `health.jsonl` are append-only; every `checkpoint_every` updates the buffered rows
-are appended and fsynced, then `state/` (pool, generator, slot birth times, position, file offsets; safetensors
-and JSON, no pickle) is built in `state.tmp/` and renamed into place (the previous one is kept as `state.old/`
-until then, and a start after a kill between the two renames recovers it). A re-run truncates the files to the offsets in `state/` and continues from there, producing exactly
-the rows an uninterrupted run would (the updates since the last checkpoint are recomputed identically).
+are appended and fsynced, then `state/` (pool, generator, slot birth times, position, file offsets, cumulative
+seconds, the question schedule; safetensors and JSON, no pickle) is built in `state.tmp/` and renamed into place
+(the previous one is kept as `state.old/` until then, and a start after a kill between the two renames recovers
+it). A re-run truncates the files to the offsets in `state/` and continues from there, producing exactly the rows
+an uninterrupted run would (the updates since the last checkpoint are recomputed identically); a re-run with
+another schedule, seed, stream length or dtype is refused.
 
     python -m memoryllm_repro.eval.integrity --model default --updates 1000 --out results/figure6_integrity
 """

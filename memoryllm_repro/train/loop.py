@@ -4,7 +4,7 @@
     accelerate launch --config_file configs/accelerate/ddp.yaml -m memoryllm_repro.train --config full
 
 One optimizer step = `grad_accum` micro-batches of one document each (the authors' batch size 1). Per micro-batch
-(official-implementation.md §3.3, Algorithm 1):
+(the authors' training loop, github.com/wangyu-ustc/MemoryLLM, and Algorithm 1):
   * with probability 1/2, unless the previous step was one, a *mitigating-forgetting* step re-predicts a cached
     target;
   * otherwise k ~ U{1..C(step)} contexts are drawn (C is the curriculum); k = 1 is *new knowledge
