@@ -3,6 +3,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -197,8 +198,11 @@ def test_two_process_gloo_keeps_pools_identical(tmp_path):
     """Two CPU ranks (torchrun, gloo) see different documents; after training both hold the same pool."""
     worker = os.path.join(os.path.dirname(__file__), "ddp_worker.py")
     env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    with socket.socket() as s:        # a free port, not a fixed one: another job on the host may hold that
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", "29533", worker, str(tmp_path)],
+                          "--master_addr", "127.0.0.1", "--master_port", str(port), worker, str(tmp_path)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     p0, p1 = torch.load(tmp_path / "pool-0.pt"), torch.load(tmp_path / "pool-1.pt")
