@@ -17,7 +17,7 @@ model = "default"
 counterfact = "editing/counterfact_bundled.json"
 zsre = "editing/zsre_bundled.json"
 num_records = 40              # per dataset (None: all)
-sample_seed = 0               # random sample of num_records; null = the first num_records (ROME's convention)
+sample_seed = 0               # a random sample of num_records records (None: the first num_records, as ROME does)
 methods = ["backbone", "MemoryLLM", "FT", "FT-L", "ROME", "IKE", "MemoryLLM (w/ EF)"]
 rome_layer = 5
 device = "cpu"

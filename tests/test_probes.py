@@ -128,3 +128,10 @@ def test_pool_as_if_later_changes_one_thing_each():
     shifted = probes.pool_as_if_later(after, before, K, m, g, drops=False, shift=True)
     assert torch.equal(shifted[:, :, N - K - m * K:N - m * K], after[:, :, N - K:])   # the intact block, m writes back
     assert torch.equal(shifted.sort(2).values, after.sort(2).values)             # the same vectors, reordered
+
+
+def test_distance_preset(model, tok):
+    df = probes.run_probes(model, tok, "distance", n=2, progress=False)
+    assert set(zip(df.probe, df.setting)) == {("form", "natural"), ("distance", "+0 writes"),
+                                              ("distance", "+10 writes"), ("borderline", "natural"),
+                                              ("length", "fact only"), ("prompt", "qa")}

@@ -40,6 +40,10 @@ PRESETS = {
     # prompt, the generator's own form and a 512-token write; see the report for its time on one CPU thread
     "quick": dict(n=8, lengths=(512,), distances=(0, 10), positions=(), prompts=("qa", "chat"),
                   forms=("natural", "templates"), causes=()),
+    # the training-time validation of the generalist run from step ~1650: the two numbers it has to move (right
+    # after, +10 writes) on the whole dev split, since 8 facts per cell (quick) move in steps of 0.125
+    "distance": dict(n=40, lengths=(), distances=(0, 10), positions=(), prompts=("qa",), forms=("natural",),
+                     causes=()),
     "full": dict(n=20, lengths=(64, 128, 256, 512), distances=(0, 1, 5, 10, 20),
                  positions=("start", "middle", "end"), prompts=("qa", "chat", "bare"),
                  forms=("natural", "context_prefix", "templates", "world"), causes=(10,)),
@@ -256,7 +260,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Diagnostic recall probes for a MemoryLLM (markdown table).")
     ap.add_argument("--model", default="default", help="the model: " + MODEL_SPEC_HELP)
     ap.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                    help="quick: the training-time validation (~2-3 min on one thread); full: every probe")
+                    help="quick: the training-time validation (~2-3 min on one thread); distance: right after "
+                         "and +10 writes on all 40 dev facts; full: every probe")
     ap.add_argument("--n", type=int, default=None, help="examples per cell (default: the preset's)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the filler text and distractor writes")
