@@ -2,7 +2,7 @@
 --repeats); ratios are the result, absolute seconds only context. Each section runs in its own child process, so
 the table also gives the peak RSS of each (ru_maxrss of that child). Writes results/bench/table.md and table.json.
 
-    python bench/run.py [--quick] [--sections write,read,sweep,scaling,batch,eval,stream,rss]     (make bench)
+    python bench/run.py [--quick] [--sections write,read,sweep,scaling,dtype,batch,eval,stream,rss]     (make bench)
 """
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def row(section, measured, t, baseline, tb, target=None):
                                                                                           if target else ""))
 
 
-def model_with(num_blocks, num_tokens, base=None, fast_fill=False):
-    m = MemoryLLM.from_base(base or "smollm2-135m", num_blocks=num_blocks, num_tokens=num_tokens)
+def model_with(num_blocks, num_tokens, base=None, fast_fill=False, dtype=torch.float32):
+    m = MemoryLLM.from_base(base or "smollm2-135m", num_blocks=num_blocks, num_tokens=num_tokens, dtype=dtype)
     V = m.base.config.vocab_size
     with torch.no_grad():
         if fast_fill:   # real written vectors, committed num_blocks + 5 times: a full, non-tiled pool, quickly
@@ -127,6 +127,19 @@ def attention_floor(m, V, q):
         m.base.generate(full, do_sample=False, **{CACHE_KW: cache}, **GEN)
         cache.crop(m.N - cache.get_seq_length())     # a negative count: drop the answer's tokens
     return answer
+
+
+@torch.no_grad()
+def bench_dtype(reps):
+    """Figure 6's default dtype: a write of a stream-sized context (64 tokens) and an answer in bf16 against the
+    same in fp32, same shapes and inputs (CPUs with avx512_bf16 / AMX run bf16 matmuls natively)."""
+    m32, V = model_with(30, 64, fast_fill=True)
+    m16, _ = model_with(30, 64, fast_fill=True, dtype=torch.bfloat16)
+    ctx, q = torch.randint(100, V, (1, 64)), torch.randint(100, V, (1, 16))
+    t16, t32 = interleaved(lambda: m16.inject_memory(ctx), lambda: m32.inject_memory(ctx), reps)
+    row("dtype", "write of 64 tokens, bf16", t16, "the same in fp32", t32)
+    t16, t32 = interleaved(lambda: m16.generate(q, **GEN), lambda: m32.generate(q, **GEN), reps)
+    row("dtype", "16-token question + 10 greedy tokens, bf16", t16, "the same in fp32", t32)
 
 
 @torch.no_grad()
@@ -239,6 +252,8 @@ def run_section(section: str, a) -> None:
         return bench_scaling(reps, a.quick)
     if section == "rss":
         return bench_rss()
+    if section == "dtype":
+        return bench_dtype(reps)
     m, V = model_with(30, 64)
     if section == "write":      # writes and reads at the default size
         bench_write_read(m, V, reps)
@@ -271,7 +286,7 @@ def in_child(section: str, a) -> list[dict]:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--sections", default="write,sweep,scaling,batch,eval,stream,rss")
+    ap.add_argument("--sections", default="write,sweep,scaling,dtype,batch,eval,stream,rss")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per section (1: ratios on a busy host)")
     ap.add_argument("--child", help=argparse.SUPPRESS)

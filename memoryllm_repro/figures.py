@@ -318,10 +318,10 @@ def figure6(series, health, N: int, K: int, *, window: int, ema_decay: float, da
     ax2.set_ylim(0, 1.05)
     ax2.set_ylabel("share of fresh slots", color="C3")
     ax2.tick_params(axis="y", colors="C3")
-    # the probe fact
-    # log x: the probe's share of memory decays within ~5 N/K updates, a long stream would hide it at the origin
-    ax = axes[0][2]
+    # the probe fact, on a log x axis: its share of memory decays within ~5 N/K updates, and a long stream would
+    # squeeze that into the origin
     import numpy as np
+    ax = axes[0][2]
     hu = health["update"].to_numpy()
     t = np.unique(np.geomspace(1, max(int(hu.max()), 2), 300).round())
     ax.plot(t, (1 - K / N) ** t, ls=":", color="k", label=r"share of the probe's memory left, $(1-K/N)^t$")

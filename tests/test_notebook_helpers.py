@@ -10,7 +10,6 @@ import torch
 from memoryllm_repro import MemoryLLM
 from memoryllm_repro.eval.attention import memory_attention_mass
 from memoryllm_repro.eval.editing import PAPER_TABLE1, paper_layout, paper_table1, table1_methods, write_table1
-from memoryllm_repro.eval.integrity import count_records
 from memoryllm_repro.eval.longbench import evidence_breakdown, evidence_place
 from memoryllm_repro.results import notebook_params, parameter_names
 
@@ -70,12 +69,6 @@ def test_table1_paper_layout_and_files(tmp_path):
     assert list(table1_methods(["IKE", "backbone"], ike_demos=[])) == ["backbone", "IKE"]   # the paper's order
     with pytest.raises(ValueError, match="unknown"):
         table1_methods(["MEMIT"], ike_demos=[])
-
-
-def test_count_records(tmp_path):
-    assert count_records(tmp_path) == 0
-    (tmp_path / "records.jsonl").write_text('{"update": 1}\n{"update": 2}\n')
-    assert count_records(tmp_path) == 2
 
 
 def test_memory_attention_mass_restores_the_attention_implementation():

@@ -1,6 +1,6 @@
 """Training samples: (contexts x_1..x_{n-1}, target x_n), from any text corpus or the bundled default.
 
-* `chunk_document` is the authors' chunker (in the authors' code, github.com/wangyu-ustc/MemoryLLM): random-length chunks in
+* `chunk_document` is the authors' chunker (github.com/wangyu-ustc/MemoryLLM): random-length chunks in
   [min_len, max_len] tokens; the last chunk is the target, the earlier ones are contexts.
 * `load_texts` reads any corpus with `datasets`: local jsonl/json/parquet/txt files or folders, or a hub name such
   as `allenai/c4:en` (config after the colon) for users with the network. The text field is `text` (C4) or

@@ -1,6 +1,6 @@
-"""Retention data in the authors' formats (the authors' evaluation scripts, github.com/wangyu-ustc/MemoryLLM): SQuAD v2 JSON and
-NaturalQuestions jsonl (the full `nq-dev-all` format with `document_tokens`, or the simplified train format with
-`document_text`), from local files or hub names via `datasets`.
+"""Retention data in the formats of the authors' evaluation scripts (github.com/wangyu-ustc/MemoryLLM): SQuAD v2
+JSON and NaturalQuestions jsonl (the full `nq-dev-all` format with `document_tokens`, or the simplified train
+format with `document_text`), from local files or hub names via `datasets`.
 
 Filters as the paper: answerable SQuAD questions whose first answer has at most 3 tokens; NQ examples with a short
 answer of at most 4 tokens (counted with the model's tokenizer). Unrelated contexts come from the train split:

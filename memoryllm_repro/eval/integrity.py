@@ -198,15 +198,6 @@ def stream_status(out_dir) -> dict:
     return {"update": int(meta.get("update", 0)), "seconds": float(meta.get("seconds", 0.0))}
 
 
-def count_records(out_dir) -> int:
-    """Updates recorded so far in a stream folder (0 before the first call): the lines of its records.jsonl."""
-    path = Path(out_dir) / "records.jsonl"
-    if not path.is_file():
-        return 0
-    with path.open() as f:
-        return sum(1 for _ in f)
-
-
 def load_records(out_dir):
     import pandas as pd
     out = Path(out_dir)
@@ -221,7 +212,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="memoryllm-integrity", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Figure 6 (paper §4.6): write a stream of contexts into memory, one per update, ask the "
-                    "question of the latest one after each write, and record pool health. Kill-safe and "
+                    "question of the latest one after each write (or every --ask-every-th after --dense-until), "
+                    "and record pool health. Kill-safe and "
                     "resumable: re-running with the same --out continues where the last checkpoint left off.",
         epilog="example:\n  memoryllm-integrity --model default --updates 1000 --out results/figure6_integrity")
     ap.add_argument("--model", default="default", help="the model: " + MODEL_SPEC_HELP)

@@ -18,8 +18,9 @@ hand-written dev set (`data/natural_facts.py`), written alone and as is, asked r
                on average, replaced in place by older vectors), "shift" (the intact vectors moved m writes back),
                both, and m real writes of unrelated prose for reference
 
-Only the public API is used (inject_memory, write_memory, expand_memories, memory_snapshot, generate); the model's
-pool is restored afterwards. Examples of a cell run as one batch in independent copies of the pool.
+Only the public API is used (inject_memory, write_memory, expand_memories, memory_snapshot, generate,
+memory_state, set_memory); the model's pool is restored afterwards. Examples of a cell run as one batch in
+independent copies of the pool.
 
     python -m memoryllm_repro.eval.probes --model default --preset quick --threads 1
 """
@@ -168,8 +169,8 @@ def _causes(model, tok, items: list[dict], m: int, distractors: list[torch.Tenso
 
 def run_probes(model, tok, preset: str = "quick", n: int | None = None, seed: int = 0, progress: bool = True,
                **overrides):
-    """The probe table as a DataFrame (probe, setting, n, accuracy, write_tokens); `preset` "quick" or "full",
-    `n` examples per cell (at most 40: the size of the natural dev split), any preset field overridable."""
+    """The probe table as a DataFrame (probe, setting, n, accuracy, write_tokens); `preset` "quick", "distance" or
+    "full", `n` examples per cell (at most 40: the size of the natural dev split), any preset field overridable."""
     import pandas as pd
 
     from ..data.corpus import GENERIC_HOLDOUT, generic_texts
