@@ -88,6 +88,43 @@ def test_every_answer_is_in_a_context(many):
     assert asked > 2000
 
 
+def test_answer_mask_marks_the_answers(many):
+    """Question targets mark their answer tokens (TrainConfig.answer_weight): the marked tokens decode to the
+    answers in order, the question and template are not marked, and plain continuation has no mask."""
+    masked = marked = tokens = 0
+    for _, s, _, target in many:
+        if s["kind"] == "generic" or "answer_mask" not in s:
+            assert s["kind"] == "generic" or s["kind"].startswith("document")   # a next-chunk target
+            continue
+        masked += 1
+        m = s["answer_mask"]
+        assert len(m) == len(s["target"]) and set(m) <= {0, 1}
+        assert 0 < sum(m) < len(m)
+        marked, tokens = marked + sum(m), tokens + len(m)
+    assert masked > 1500
+    assert 0.05 < marked / tokens < 0.4      # most of a target is template and question
+
+
+def test_answer_mask_decodes_to_the_answers(tok, gen):
+    for i in range(60):
+        s = gen.sample(i, 2)
+        if "answer_mask" not in s:
+            continue
+        spans, cur = [], []
+        for t, x in zip(s["target"], s["answer_mask"]):
+            if x:
+                cur.append(t)
+            elif cur:
+                spans.append(tok.decode(cur).strip())
+                cur = []
+        if cur:
+            spans.append(tok.decode(cur).strip())
+        assert len(spans) == len(s["answers"])
+        for span, value in zip(spans, s["answers"]):
+            assert value in span           # the value itself, or the sentence answer holding it
+        assert "Question" not in " ".join(spans) and "<|im_start|>" not in " ".join(spans)
+
+
 def test_questions_reach_far_back(many):
     """With k >= 10, the earliest context is asked about often: distance is what the loss trains."""
     first = n = 0

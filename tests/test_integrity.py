@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from memoryllm_repro.eval.integrity import asked, ema, run_integrity, stream_status, windowed_accuracy
 
@@ -72,3 +73,25 @@ def test_resume_with_another_schedule_is_refused(tmp_path):
     _, err = bad.communicate(timeout=600)
     assert bad.returncode != 0 and b"holds a stream started with" in err
     assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == files     # nothing changed
+
+
+def test_resume_with_another_model_is_refused(tmp_path):
+    """A stream remembers its checkpoint's fingerprint: after a new default is installed, or with any other
+    weights, the resume is refused before anything changes; the same weights resume."""
+    from memoryllm_repro.checkpoints import load_model
+    from memoryllm_repro.eval.integrity import model_fingerprint
+    from memoryllm_repro.eval.retention import retention_data
+    assert _run(tmp_path, 10).wait(timeout=600) == 0
+    files = {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
+    model, tok, _ = load_model("tiny")
+    examples, _ = retention_data("bundled", tok, 11, 1, seed=2)
+    args = dict(checkpoint_every=5, health_every=5, probe=examples[0], progress=False, ask_every=3, dense_until=12)
+    assert model_fingerprint(model) == model_fingerprint(load_model("tiny")[0])
+    with torch.no_grad():
+        model.new_memory_positional_emb.add_(1e-3)
+    with pytest.raises(ValueError, match="fingerprint"):
+        run_integrity(model, tok, examples[1:], tmp_path, 15, **args)
+    assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == files     # nothing changed
+    model, tok, _ = load_model("tiny")
+    run_integrity(model, tok, examples[1:], tmp_path, 15, **args)
+    assert stream_status(tmp_path)["update"] == 15

@@ -124,6 +124,41 @@ def test_grad_first_write_reaches_only_the_first_write():
     assert all(torch.equal(a, b) for a, b in zip(out[False][1], out[True][1]))
 
 
+def test_answer_weight_loss(tmp_path):
+    """target_loss: HF's labels= loss with no weights and with unit weights; weighting one token moves the loss
+    toward that token's cross-entropy; the trainer passes weights only when answer_weight != 1 and a mask exists."""
+    from memoryllm_repro.train.objectives import target_loss
+    model = lora_model()
+    model.eval()
+    x = rand_ids(12, seed=3)
+    with torch.no_grad():
+        plain = model(x, labels=x).loss
+        assert target_loss(model, x).item() == plain.item()
+        assert target_loss(model, x, torch.ones(1, 12)).item() == pytest.approx(plain.item(), rel=1e-5)
+        logits = model(x).logits[0, :-1].float()
+        ce = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="none")
+        w = torch.ones(1, 12)
+        w[0, 5] = 1e6                       # token 5 is predicted at position 4
+        assert target_loss(model, x, w).item() == pytest.approx(ce[4].item(), rel=1e-4)
+    for bad in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="answer_weight"):
+            TrainConfig(answer_weight=bad)
+
+    class Marked(RandomSamples):
+        def sample(self, index, k):
+            s = super().sample(index, k)
+            return {**s, "answer_mask": [int(i % 3 == 0) for i in range(len(s["target"]))]}
+    plans = {}
+    for weight in (1.0, 4.0):
+        tr = make_trainer(tmp_path, steps=1, answer_weight=weight, curriculum_steps=[], curriculum_values=[2])
+        tr.samples = Marked()
+        plans[weight] = [tr.plan() for _ in range(6)]
+    assert all("weights" not in p for p in plans[1.0])
+    fresh = [p for p in plans[4.0] if p["kind"] != "forgetting"]
+    assert fresh and all(p["weights"].shape == p["target"].shape and set(p["weights"].unique().tolist()) == {1.0, 4.0}
+                         for p in fresh)
+
+
 def test_curriculum_matches_authors_rule():
     cfg = TrainConfig(curriculum_steps=[10000, 15000, 20000, 30000, 50000, 60000],
                       curriculum_values=[1, 2, 3, 4, 5, 10, 20])

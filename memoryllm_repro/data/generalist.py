@@ -333,7 +333,8 @@ class GeneralistMix:
 
 class GeneralistSamples:
     """Training samples: sample(index, k) -> {"contexts": [ids]*k, "target": ids, "kind", "answers"} (answers: the
-    values the target asks for, each in one of the contexts); a pure function of (seed, index, k). `split="heldout"` draws the held-out names instead (generator-format evaluation only)."""
+    values the target asks for, each in one of the contexts; question targets also carry "answer_mask", 1 on the
+    answer tokens); a pure function of (seed, index, k). `split="heldout"` draws the held-out names instead (generator-format evaluation only)."""
 
     def __init__(self, tokenizer, seed: int = 0, mix: GeneralistMix | dict | None = None, split: str = "train",
                  texts: list[str] | None = None, generic_holdout: int = GENERIC_HOLDOUT):
@@ -582,9 +583,9 @@ class GeneralistSamples:
         return ids if len(ids) >= self.mix.min_write else None
 
     # ------------------------------------------------------------------ targets
-    def _target(self, rng, facts: list[Fact]) -> tuple[list[int], str, list[str]]:
+    def _target(self, rng, facts: list[Fact]) -> tuple[list[int], str, list[str], list[int]]:
         """Questions about `facts` in one prompt style; the answer is the value, or a sentence containing it.
-        Returns (ids, style, the values asked for)."""
+        Returns (ids, style, the values asked for, answer mask: 1 on the tokens of each answer)."""
         qas = []
         for f in facts:
             q = f.question(rng)
@@ -598,10 +599,25 @@ class GeneralistSamples:
             msgs = []
             for q, a in qas:
                 msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-            return self.encode(self.tok.apply_chat_template(msgs, tokenize=False)), "chat", [f.value for f in facts]
-        form = rng.choices(["Question: {q} Answer: {a}", "Question: {q}\nAnswer: {a}", "Q: {q} A: {a}"],
-                           [6, 2, 1])[0]
-        return self.encode("\n".join(form.format(q=q, a=a) for q, a in qas)), "qa", [f.value for f in facts]
+            text, style = self.tok.apply_chat_template(msgs, tokenize=False), "chat"
+        else:
+            form = rng.choices(["Question: {q} Answer: {a}", "Question: {q}\nAnswer: {a}", "Q: {q} A: {a}"],
+                               [6, 2, 1])[0]
+            text, style = "\n".join(form.format(q=q, a=a) for q, a in qas), "qa"
+        ids, mask = self._answer_mask(text, qas)
+        return ids, style, [f.value for f in facts], mask
+
+    def _answer_mask(self, text: str, qas: list[tuple[str, str]]) -> tuple[list[int], list[int]]:
+        """Token ids of `text` and 1/0 per token: 1 where the token overlaps an answer (each answer is found after
+        its question, in order). TrainConfig.answer_weight uses it; the ids are exactly `encode(text)`."""
+        spans, cursor = [], 0
+        for q, a in qas:
+            start = text.index(a, text.index(q, cursor) + len(q))
+            spans.append((start, start + len(a)))
+            cursor = start + len(a)
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        mask = [int(any(s < b and a < e for a, b in spans)) for s, e in enc.offset_mapping]
+        return enc.input_ids, mask
 
     def _pick(self, rng, per_context: list[list[Fact]], n_q: int) -> list[Fact]:
         """n_q facts to ask, one from the earliest fact context with probability p_first."""
@@ -638,8 +654,9 @@ class GeneralistSamples:
         ask = self._pick(rng, per_context, rng.randint(1, 4))
         if not ask:
             return None
-        target, style, answers = self._target(rng, ask)
-        return {"contexts": contexts, "target": target, "kind": f"facts-{style}", "answers": answers}
+        target, style, answers, mask = self._target(rng, ask)
+        return {"contexts": contexts, "target": target, "kind": f"facts-{style}", "answers": answers,
+                "answer_mask": mask}
 
     def _edit(self, rng, k):
         """Old value, later a short write with the new value ("X's employer is now Y"); asked for the new one."""
@@ -677,8 +694,9 @@ class GeneralistSamples:
             return None
         new.sentence = ""
         rng.shuffle(ask)
-        target, style, answers = self._target(rng, ask)
-        return {"contexts": contexts, "target": target, "kind": f"edit-{style}", "answers": answers}
+        target, style, answers, mask = self._target(rng, ask)
+        return {"contexts": contexts, "target": target, "kind": f"edit-{style}", "answers": answers,
+                "answer_mask": mask}
 
     def _facts_of_rel(self, rng, e, rel: Rel) -> Fact:
         for _ in range(50):
@@ -728,8 +746,9 @@ class GeneralistSamples:
         ask = self._pick(rng, per_context, rng.randint(1, 4))
         if not ask:
             return None
-        target, style, answers = self._target(rng, ask)
-        return {"contexts": contexts, "target": target, "kind": f"document-{style}", "answers": answers}
+        target, style, answers, mask = self._target(rng, ask)
+        return {"contexts": contexts, "target": target, "kind": f"document-{style}", "answers": answers,
+                "answer_mask": mask}
 
     def _generic(self, rng, k):
         """The paper's objective on raw text: k+1 consecutive chunks of generic prose, the last one the target."""

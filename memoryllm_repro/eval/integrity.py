@@ -13,12 +13,13 @@ seconds, the question schedule; safetensors and JSON, no pickle) is built in `st
 (the previous one is kept as `state.old/` until then, and a start after a kill between the two renames recovers
 it). A re-run truncates the files to the offsets in `state/` and continues from there, producing exactly the rows
 an uninterrupted run would (the updates since the last checkpoint are recomputed identically); a re-run with
-another schedule, seed, stream length or dtype is refused.
+another schedule, seed, stream length, dtype or model (`model_fingerprint`) is refused.
 
     python -m memoryllm_repro.eval.integrity --model default --updates 1000 --out results/figure6_integrity
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -101,6 +102,19 @@ def health(model, birth: torch.Tensor, update: int) -> dict:
             "nonfinite": int((~torch.isfinite(pool)).sum().item())}
 
 
+def model_fingerprint(model) -> str:
+    """A digest of the checkpoint a stream runs on: N, K, its trained tensors (LoRA, BOS and new-memory vectors)
+    whole and a strided sample of every backbone tensor. Cheap (well under a second for SmolLM2), and a resumed
+    stream then refuses a different model, e.g. after a new default checkpoint was installed mid-run."""
+    h = hashlib.sha256(f"{model.N},{model.K}".encode())
+    for name, p in sorted(model.named_parameters(), key=lambda x: x[0]):
+        x = p.detach().reshape(-1)
+        trained = "lora_" in name or name in ("bos_embedding", "new_memory_positional_emb")
+        h.update(name.encode())
+        h.update((x if trained else x[::4099]).float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def asked(update: int, ask_every: int = 1, dense_until: int = 0) -> bool:
     """Whether the stream asks the question of update `update` (1-based)."""
     return ask_every <= 1 or update <= dense_until or update % ask_every == 0
@@ -125,12 +139,15 @@ def run_integrity(model, tok, examples, out_dir, total_updates: int, checkpoint_
     shutil.rmtree(old, ignore_errors=True)
     persistence.remove_stale_temp(out)
     schedule = {"examples": len(examples), "seed": seed, "ask_every": ask_every, "dense_until": dense_until,
-                "dtype": str(model.dtype).replace("torch.", "")}
+                "dtype": str(model.dtype).replace("torch.", ""), "model": model_fingerprint(model)}
     if (state / "meta.json").is_file():
         meta = json.loads((state / "meta.json").read_text())
-        if meta.get("schedule", schedule) != schedule:    # a resumed stream must go on as it started
-            raise ValueError(f"{out} holds a stream started with {meta['schedule']}, not {schedule}: "
-                             "resume with the same settings, or use another folder (the notebook: fresh=True)")
+        started = meta.get("schedule", {})
+        # a resumed stream must go on as it started (a key its meta lacks predates that check: not compared)
+        if any(started.get(k, v) != v for k, v in schedule.items()):
+            raise ValueError(f"{out} holds a stream started with {started}, not {schedule} (\"model\" is the "
+                             "checkpoint's fingerprint): resume with the same settings and model, or use another "
+                             "folder (the notebook: fresh=True)")
         birth = persistence.read_tensors(state / "birth.safetensors", "integrity state")[0].get("birth")
         if birth is None or birth.shape != (L, N) or birth.dtype != torch.long:
             raise ValueError(f"{state / 'birth.safetensors'} must hold birth: int64 [{L}, {N}]")

@@ -92,6 +92,10 @@ class TrainConfig:
     # Our addition (off = the paper): continuous contexts also back-propagate through x_1's write, read after the
     # later writes' drops, so writes learn to survive losing vectors (objectives.continuous_contexts_understanding)
     grad_first_write: bool = False
+    # Our addition (1 = the paper: every token of the target alike): the tokens of an answer count this many times
+    # in the loss of samples that mark them ("answer_mask", generalist question targets); the rest of the target
+    # (template, question) is predictable without the memory and otherwise carries ~80% of the loss.
+    answer_weight: float = 1.0
     forgetting: bool = True             # Algorithm 1 replay steps
     save_every: int = 50                # optimizer steps between checkpoints
     keep_checkpoints: int = 2
@@ -127,6 +131,8 @@ class TrainConfig:
     def __post_init__(self):
         if isinstance(self.model, dict):           # TrainConfig(model=dict(num_blocks=4, ...)) as in yaml
             self.model = model_config(**self.model)
+        if not (isinstance(self.answer_weight, (int, float)) and 0 < self.answer_weight < float("inf")):
+            raise ValueError(f"answer_weight must be a positive number, got {self.answer_weight!r}")
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -233,10 +239,11 @@ class Objective(nn.Module):
             loss, deltas = objectives.mitigating_forgetting(m, plan["target"])
         elif len(plan["contexts"]) == 1:
             loss, deltas = objectives.new_knowledge_incorporation(m, plan["contexts"][0], plan["target"],
-                                                                  plan["through_write"], generator)
+                                                                  plan["through_write"], generator, plan.get("weights"))
         else:
             loss, deltas = objectives.continuous_contexts_understanding(m, plan["contexts"], plan["target"],
-                                                                        generator, plan.get("grad_first_write", False))
+                                                                        generator, plan.get("grad_first_write", False),
+                                                                        plan.get("weights"))
         if plan.get("kl_ids") is not None:   # inside the DDP-wrapped forward so its gradient is synced too
             kl = objectives.base_distillation(m, plan["kl_ids"], plan["kl_use_memory"])
             plan["kl"] = kl.item()
@@ -399,6 +406,8 @@ class Trainer:
         if indicator == 1:
             return {"kind": "forgetting", "target": st["cached"].to(self.acc.device), "indicator": 1, **extra}
         s = self.samples.sample(index, k)
+        if cfg.answer_weight != 1 and s.get("answer_mask") is not None:
+            extra["weights"] = 1 + (cfg.answer_weight - 1) * self._tensor(s["answer_mask"]).float()
         return {"kind": s["kind"], "contexts": [self._tensor(c) for c in s["contexts"]],
                 "target": self._tensor(s["target"]), "through_write": through_write, "indicator": 0,
                 "grad_first_write": cfg.grad_first_write, **extra}

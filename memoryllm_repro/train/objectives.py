@@ -9,7 +9,19 @@ import torch.nn.functional as F
 from ..cache import random_subset
 
 
-def new_knowledge_incorporation(model, x1, x2, through_write: bool, generator):
+def target_loss(model, target, weights=None, **kw) -> torch.Tensor:
+    """The language-modelling loss on `target` (mean over its predicted tokens, as HF's `labels=` loss), or with
+    `weights` [1, T] a weighted mean: token t counts weights[t] (TrainConfig.answer_weight: answers count more
+    than the question and template text around them, which the model can predict without the memory)."""
+    if weights is None:
+        return model(target, labels=target, **kw).loss
+    logits = model(target, **kw).logits[:, :-1].float()
+    ce = F.cross_entropy(logits.flatten(0, 1), target[:, 1:].flatten(), reduction="none")
+    w = weights[:, 1:].flatten().to(ce.dtype)
+    return (ce * w).sum() / w.sum()
+
+
+def new_knowledge_incorporation(model, x1, x2, through_write: bool, generator, weights=None):
     """§3.2.1, Figure 2: write x1, predict x2. Two processes, chosen 50/50 by the caller:
     (a) `through_write=True`: gradient flows through the write; x2 reads only [bos; e_θ'] (the K new vectors);
     (b) the write is detached and x2 reads the full updated pool [random N-K old vectors; e_θ'].
@@ -21,11 +33,12 @@ def new_knowledge_incorporation(model, x1, x2, through_write: bool, generator):
     else:
         delta = delta.detach()
         rows = torch.cat([model.sample_memory_rows(model.N - model.K, generator), delta], 2)
-    loss = model(x2, labels=x2, memory_rows=rows).loss
+    loss = target_loss(model, x2, weights, memory_rows=rows)
     return loss, [delta.detach()]
 
 
-def continuous_contexts_understanding(model, contexts, target, generator, grad_first_write: bool = False):
+def continuous_contexts_understanding(model, contexts, target, generator, grad_first_write: bool = False,
+                                      weights=None):
     """§3.2.2, Figure 3: write x_1..x_{n-1} without gradient (each write sees the previous one's K vectors as its
     prefix, exactly as sequential commits would), then predict x_n from the pool as it would be after those
     writes: [random subset of old vectors; the new vectors, thinned by the drops they would have suffered].
@@ -48,7 +61,7 @@ def continuous_contexts_understanding(model, contexts, target, generator, grad_f
         acc = d if acc is None else torch.cat([acc, d.detach()], 2)
         prev = d.detach()
     rows = torch.cat([model.sample_memory_rows(model.N - acc.shape[2], generator), acc], 2)
-    loss = model(target, labels=target, memory_rows=rows).loss
+    loss = target_loss(model, target, weights, memory_rows=rows)
     return loss, deltas
 
 
