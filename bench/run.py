@@ -111,6 +111,42 @@ def bench_sweep(reps, quick, blocks):
         tr, tf = interleaved(lambda: m.generate(q, **GEN), attention_floor(m, V, q), reps)
         row("sweep", f"answer at N={m.N} (16 + 10 greedy tokens)", tr,
             f"backbone (HF generation) after {m.N} prompt tokens already in its KV cache", tf)
+        attend = memory_attention(m, q.shape[1], GEN["max_new_tokens"])
+        plain = lambda: m.generate(q, use_memory=False, **GEN)
+
+        def floor():
+            plain()
+            attend()
+        tf, tp = interleaved(floor, plain, reps)
+        row("sweep", f"floor at N={m.N}: backbone answer + attention over the memory alone", tf,
+            "backbone's own answer", tp)
+        tr, tf = interleaved(lambda: m.generate(q, **GEN), floor, reps)
+        row("sweep", f"answer at N={m.N} (16 + 10 greedy tokens)", tr,
+            "floor: backbone answer + attention over the memory alone", tf)
+
+
+def memory_attention(m, q_len: int, new_tokens: int):
+    """The work a read adds to the backbone's answer and nothing else: in every layer, the question's q_len queries
+    (prefill) and then one query per new token attend over the N + 1 memory keys/values (BOS + pool), in the
+    model's dtype, grouped heads handed to SDPA as they are (as our layer loops do). Memory-bound on a CPU: each
+    decoding step streams the whole prefix once, so floor / answer is what no implementation can go below."""
+    import torch.nn.functional as F
+    cfg = m.base.config
+    H, kvh = cfg.num_attention_heads, cfg.num_key_value_heads
+    hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // H
+    g = torch.Generator().manual_seed(0)
+    kv = [(torch.randn(1, kvh, m.N + 1, hd, generator=g).to(m.dtype),
+           torch.randn(1, kvh, m.N + 1, hd, generator=g).to(m.dtype)) for _ in range(m.L)]
+    prefill = torch.randn(1, H, q_len, hd, generator=g).to(m.dtype)
+    step = torch.randn(1, kvh, H // kvh, hd, generator=g).to(m.dtype)
+
+    def attend():
+        for k, v in kv:
+            F.scaled_dot_product_attention(prefill, k, v, enable_gqa=True)
+        for _ in range(new_tokens - 1):
+            for k, v in kv:
+                F.scaled_dot_product_attention(step, k, v)
+    return attend
 
 
 def attention_floor(m, V, q):
