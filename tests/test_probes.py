@@ -25,7 +25,8 @@ def model(tok):
 def test_probe_table_shape_and_pool_restored(model, tok):
     pool, gen = model.memory.clone(), model.generator.get_state()
     df = probes.run_probes(model, tok, "quick", n=3, progress=False)
-    assert list(df.columns) == ["probe", "setting", "n", "accuracy", "write_tokens"]
+    assert list(df.columns) == ["probe", "setting", "n", "accuracy", "answer_nll", "write_tokens"]
+    assert (df.answer_nll > 0).all() and df.answer_nll.notna().all()
     q = probes.PRESETS["quick"]
     expected = (len(q["forms"]) + len(q["distances"]) + 2 + (len(q["lengths"]) + 1) + len(q["prompts"])
                 + len(q["positions"]))
@@ -73,9 +74,10 @@ def test_a_perfect_reader_scores_one(tok):
     saved = probes.answers
     probes.answers = fake_answers
     try:
-        assert cell(m, tok, items, "qa", (0,), [], write=False) == {-1: [False]}
-        assert cell(m, tok, items, "qa", (0, 2), [tok("x " * 20, return_tensors="pt").input_ids]) == \
-            {0: [True], 2: [True]}
+        assert cell(m, tok, items, "qa", (0,), [], write=False)[-1]["hits"] == [False]
+        out = cell(m, tok, items, "qa", (0, 2), [tok("x " * 20, return_tensors="pt").input_ids])
+        assert {k: v["hits"] for k, v in out.items()} == {0: [True], 2: [True]}
+        assert all(len(v["nll"]) == 1 for v in out.values())
     finally:
         probes.answers = saved
 
@@ -135,3 +137,22 @@ def test_distance_preset(model, tok):
     assert set(zip(df.probe, df.setting)) == {("form", "natural"), ("distance", "+0 writes"),
                                               ("distance", "+10 writes"), ("borderline", "natural"),
                                               ("length", "fact only"), ("prompt", "qa")}
+
+
+def test_answer_nll_is_the_answer_tokens_loss(model, tok):
+    """answer_nll = HF's labels= loss over the answer tokens only (one prompt), the same for a prompt inside a
+    left-padded batch of others, and with a chat prompt (ending in a newline) no space is put before the answer."""
+    from memoryllm_repro.eval.retention import answer_nll
+    prompts = ["Question: What is the gate code of Brumholt? Answer:", "Question: Who? Answer:",
+               probes.prompt_text(tok, "Who?", "chat")]
+    golds = ["4471", "Ada Lovelace", "Ada"]
+    with torch.no_grad():
+        want = []
+        for p, g in zip(prompts, golds):
+            sep = "" if p.endswith("\n") else " "
+            pi, ai = tok(p, add_special_tokens=False).input_ids, tok(sep + g, add_special_tokens=False).input_ids
+            ids = torch.tensor([pi + ai])
+            labels = torch.tensor([[-100] * len(pi) + ai])
+            want.append(model(ids, labels=labels).loss.item())
+        assert answer_nll(model, tok, prompts[:1], golds[:1]) == pytest.approx(want[:1], rel=1e-5)
+        assert answer_nll(model, tok, prompts, golds) == pytest.approx(want, rel=1e-4)

@@ -315,3 +315,20 @@ def test_second_stage_starts_from_another_runs_checkpoint(tmp_path):
     assert [json.loads(l)["step"] for l in (tmp_path / "two" / "log.jsonl").open()] == [3, 4]
     with pytest.raises(FileNotFoundError, match="init_from"):
         make_trainer(tmp_path / "three", steps=4, init_from=str(tmp_path)).train()
+
+
+def test_validation_with_probes_records_accuracy_and_answer_nll(tmp_path):
+    """eval_probes: the validation row holds each probe cell's accuracy and its answer NLL; the pool is restored."""
+    from memoryllm_repro import load_tokenizer
+    tok = load_tokenizer("smollm2-135m")
+    m = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
+    m.add_lora(r=4, lora_dropout=0.0)
+    m.inject_memory(tok("A warm pool: one sentence, long enough to be written into memory.",
+                        return_tensors="pt").input_ids)
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=1, eval_probes="distance", model=dict(num_blocks=4, num_tokens=16))
+    tr = Trainer(cfg, model=m, tokenizer=tok, samples=RandomSamples())
+    pool = m.memory.clone()
+    row = tr.validate()
+    for cell in ("distance/+0 writes", "distance/+10 writes", "borderline/natural"):
+        assert 0 <= row[cell] <= 1 and row[cell + "/nll"] > 0
+    assert torch.equal(m.memory, pool) and m.training

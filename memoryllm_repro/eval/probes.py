@@ -1,7 +1,8 @@
 """Diagnostic probes: which property of a write or a question makes a MemoryLLM fail to recall it?
 
 Every cell runs the retention protocol of `eval.retention` (write, optional unrelated writes, ask, greedy 10 tokens,
-hit = answer in the output) on held-out facts, varying one thing from a shared baseline: a natural fact of the
+hit = answer in the output; also the gold answer's teacher-forced NLL, a continuous score that moves before a
+greedy answer flips) on held-out facts, varying one thing from a shared baseline: a natural fact of the
 hand-written dev set (`data/natural_facts.py`), written alone and as is, asked right after the write with
 "Question: .. Answer:". Probes:
 
@@ -34,7 +35,7 @@ import time
 import torch
 
 from ..checkpoints import MODEL_SPEC_HELP, load_model
-from .retention import _ids, answers, hit
+from .retention import _ids, answer_nll, answers, hit
 
 PRESETS = {
     # the training-time validation: the three target numbers (right after, +10 writes, borderline) + the chat
@@ -96,16 +97,19 @@ class Filler:
 
 @torch.no_grad()
 def _cell(model, tok, items: list[dict], style: str, ask_after: tuple[int, ...], distractors: list[torch.Tensor],
-          write: bool = True, max_new_tokens: int = 10, batch: int = 8) -> dict[int, list[bool]]:
+          write: bool = True, max_new_tokens: int = 10, batch: int = 8) -> dict[int, dict[str, list]]:
     """items [{write, question, answer}]: write each (in its own copy of the pool), then after m unrelated writes
-    for every m in ask_after ask the question. Returns {m: [hit per item]}; m = -1 means nothing was written.
+    for every m in ask_after ask the question. Returns {m: {"hits": [per item], "nll": [the gold answer's
+    teacher-forced NLL per item]}}; m = -1 means nothing was written.
     Items run `batch` at a time: each copy of a 30 x 1920 x 576 pool (and its projected keys/values) is ~0.2 GB."""
     prompts = [prompt_text(tok, it["question"], style) for it in items]
+    golds = [it["answer"] for it in items]
     if not write:      # one pool read by all prompts: its keys and values are projected once
         with model.memory_snapshot():
             preds = answers(model, tok, prompts, max_new_tokens)
-        return {-1: [hit(p, it["answer"]) for p, it in zip(preds, items)]}
-    out = {m: [] for m in ask_after}
+            return {-1: {"hits": [hit(p, g) for p, g in zip(preds, golds)],
+                         "nll": answer_nll(model, tok, prompts, golds)}}
+    out = {m: {"hits": [], "nll": []} for m in ask_after}
     for i in range(0, len(items), batch):
         group, qs = items[i:i + batch], prompts[i:i + batch]
         with model.memory_snapshot():
@@ -117,7 +121,8 @@ def _cell(model, tok, items: list[dict], style: str, ask_after: tuple[int, ...],
             for m in range(max(ask_after) + 1):
                 if m in ask_after:
                     preds = answers(model, tok, qs, max_new_tokens)
-                    out[m] += [hit(p, it["answer"]) for p, it in zip(preds, group)]
+                    out[m]["hits"] += [hit(p, it["answer"]) for p, it in zip(preds, group)]
+                    out[m]["nll"] += answer_nll(model, tok, qs, golds[i:i + batch])
                 if m < max(ask_after):
                     d = distractors[m % len(distractors)].to(model.device)
                     model.inject_memory(d.expand(len(group), -1))
@@ -148,9 +153,13 @@ def pool_as_if_later(pool, before, K: int, m: int, generator, drops: bool, shift
 
 @torch.no_grad()
 def _causes(model, tok, items: list[dict], m: int, distractors: list[torch.Tensor], seed: int) -> dict:
-    """Hits per condition of the `cause` probe (see the module docstring), one item at a time."""
+    """{"hits", "nll"} per condition of the `cause` probe (see the module docstring), one item at a time."""
     g = torch.Generator().manual_seed(seed)
-    out = {k: [] for k in ("drops", "shift", "drops + shift", "real")}
+    out = {k: {"hits": [], "nll": []} for k in ("drops", "shift", "drops + shift", "real")}
+
+    def ask(name, q, it):
+        out[name]["hits"].append(hit(answers(model, tok, q)[0], it["answer"]))
+        out[name]["nll"] += answer_nll(model, tok, q, [it["answer"]])
     for it in items:
         q = [prompt_text(tok, it["question"], "qa")]
         with model.memory_snapshot():
@@ -159,18 +168,19 @@ def _causes(model, tok, items: list[dict], m: int, distractors: list[torch.Tenso
             after = model.memory_state()["memory"].clone()
             for name, drops, shift in (("drops", True, False), ("shift", False, True), ("drops + shift", True, True)):
                 model.set_memory(pool_as_if_later(after, before, model.K, m, g, drops, shift))
-                out[name].append(hit(answers(model, tok, q)[0], it["answer"]))
+                ask(name, q, it)
             model.set_memory(after)
             for j in range(m):
                 model.inject_memory(distractors[j % len(distractors)].to(model.device))
-            out["real"].append(hit(answers(model, tok, q)[0], it["answer"]))
+            ask("real", q, it)
     return out
 
 
 def run_probes(model, tok, preset: str = "quick", n: int | None = None, seed: int = 0, progress: bool = True,
                **overrides):
-    """The probe table as a DataFrame (probe, setting, n, accuracy, write_tokens); `preset` "quick", "distance" or
-    "full", `n` examples per cell (at most 40: the size of the natural dev split), any preset field overridable."""
+    """The probe table as a DataFrame (probe, setting, n, accuracy, answer_nll: the gold answer's mean teacher-forced
+    NLL in nats per token, write_tokens); `preset` "quick", "distance" or "full", `n` examples per cell (at most
+    40: the size of the natural dev split), any preset field overridable."""
     import pandas as pd
 
     from ..data.corpus import GENERIC_HOLDOUT, generic_texts
@@ -196,14 +206,15 @@ def run_probes(model, tok, preset: str = "quick", n: int | None = None, seed: in
     distractors = [_ids(tok, " ".join(filler.prose(rng, rng.randint(48, 80)))) for _ in range(25)]
     rows, t0 = [], time.time()
 
-    def add(probe, setting, items, hits):
+    def add(probe, setting, items, cell):
         toks = [len(tok(it["write"], add_special_tokens=False).input_ids) for it in items] if items[0].get(
             "write") else [0]
+        hits, nll = cell["hits"], cell["nll"]
         rows.append(dict(probe=probe, setting=str(setting), n=len(hits), accuracy=sum(hits) / len(hits),
-                         write_tokens=round(sum(toks) / len(toks))))
+                         answer_nll=sum(nll) / len(nll), write_tokens=round(sum(toks) / len(toks))))
         if progress:
-            print(f"  [{time.time() - t0:6.1f}s] {probe:10s} {str(setting):16s} acc={rows[-1]['accuracy']:.2f}",
-                  flush=True)
+            print(f"  [{time.time() - t0:6.1f}s] {probe:10s} {str(setting):16s} acc={rows[-1]['accuracy']:.2f} "
+                  f"nll={rows[-1]['answer_nll']:.2f}", flush=True)
 
     base = [dict(write=f["context"], question=f["question"], answer=f["answer"]) for f in facts]
     # baseline + distance in one chain (m = 0 is the baseline cell of every probe)
@@ -235,10 +246,10 @@ def run_probes(model, tok, preset: str = "quick", n: int | None = None, seed: in
     middle512 = None
     for L in cfg["lengths"]:     # the fact in the middle: length 512 is also the position probe's "middle"
         items = [dict(it, write=filler.around(rng, it["write"], L, "middle")) for it in base]
-        hits = _cell(model, tok, items, "qa", (0,), distractors)[0]
-        add("length", L, items, hits)
+        cell = _cell(model, tok, items, "qa", (0,), distractors)[0]
+        add("length", L, items, cell)
         if L == 512:
-            middle512 = (items, hits)
+            middle512 = (items, cell)
     add("prompt", "qa", base, chain[0])
     for style in cfg["prompts"]:
         if style != "qa":
@@ -250,8 +261,8 @@ def run_probes(model, tok, preset: str = "quick", n: int | None = None, seed: in
         items = [dict(it, write=filler.around(rng, it["write"], 512, where)) for it in base]
         add("position", f"{where} of 512", items, _cell(model, tok, items, "qa", (0,), distractors)[0])
     for m in cfg.get("causes", ()):
-        for name, hits in _causes(model, tok, base, m, distractors, seed).items():
-            add("cause", f"+{m} writes: {name}" if name != "real" else f"+{m} real writes", base, hits)
+        for name, cell in _causes(model, tok, base, m, distractors, seed).items():
+            add("cause", f"+{m} writes: {name}" if name != "real" else f"+{m} real writes", base, cell)
     df = pd.DataFrame(rows)
     df.attrs["seconds"] = time.time() - t0
     return df

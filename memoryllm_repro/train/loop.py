@@ -439,6 +439,7 @@ class Trainer:
             from ..eval.probes import run_probes
             df = run_probes(self.model, self.tok, self.cfg.eval_probes, progress=False)
             out = {f"{r.probe}/{r.setting}": r.accuracy for r in df.itertuples()}
+            out.update({f"{r.probe}/{r.setting}/nll": round(r.answer_nll, 4) for r in df.itertuples()})
         else:
             from ..data.retention_set import heldout_retention_set
             from ..eval.retention import run_retention
