@@ -129,7 +129,8 @@ def memory_attention(m, q_len: int, new_tokens: int):
     """The work a read adds to the backbone's answer and nothing else: in every layer, the question's q_len queries
     (prefill) and then one query per new token attend over the N + 1 memory keys/values (BOS + pool), in the
     model's dtype, grouped heads handed to SDPA as they are (as our layer loops do). Memory-bound on a CPU: each
-    decoding step streams the whole prefix once, so floor / answer is what no implementation can go below."""
+    decoding step streams the whole prefix once. Timed beside the backbone's answer (two separate calls, so not a
+    strict bound), it shows what a read must cost: a MemoryLLM answer / this floor near 1 leaves nothing else."""
     import torch.nn.functional as F
     cfg = m.base.config
     H, kvh = cfg.num_attention_heads, cfg.num_key_value_heads

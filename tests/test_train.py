@@ -34,6 +34,14 @@ class RandomSamples:
         return [r.randint(3, 255) for _ in range(16)]
 
 
+class MarkedSamples(RandomSamples):
+    """RandomSamples whose targets mark every third token as an answer token (answer_weight)."""
+
+    def sample(self, index, k):
+        s = super().sample(index, k)
+        return {**s, "answer_mask": [int(i % 3 == 0) for i in range(len(s["target"]))]}
+
+
 def lora_model(seed=0, dtype=torch.float32):
     model = make_model(seed=seed, dtype=dtype)
     model.add_lora(r=4, lora_dropout=0.0)
@@ -144,19 +152,37 @@ def test_answer_weight_loss(tmp_path):
         with pytest.raises(ValueError, match="answer_weight"):
             TrainConfig(answer_weight=bad)
 
-    class Marked(RandomSamples):
-        def sample(self, index, k):
-            s = super().sample(index, k)
-            return {**s, "answer_mask": [int(i % 3 == 0) for i in range(len(s["target"]))]}
     plans = {}
     for weight in (1.0, 4.0):
-        tr = make_trainer(tmp_path, steps=1, answer_weight=weight, curriculum_steps=[], curriculum_values=[2])
-        tr.samples = Marked()
+        tr = make_trainer(tmp_path, steps=1, answer_weight=weight, curriculum_steps=[], curriculum_values=[2],
+                          samples=MarkedSamples())
         plans[weight] = [tr.plan() for _ in range(6)]
     assert all("weights" not in p for p in plans[1.0])
     fresh = [p for p in plans[4.0] if p["kind"] != "forgetting"]
     assert fresh and all(p["weights"].shape == p["target"].shape and set(p["weights"].unique().tolist()) == {1.0, 4.0}
                          for p in fresh)
+    # every objective hands the plan's weights to the loss (replay steps: the cached target's own weights)
+    from memoryllm_repro.train import loop, objectives
+    seen, real = [], objectives.target_loss
+
+    def spy(model, target, weights=None, **kw):
+        seen.append(weights)
+        return real(model, target, weights, **kw)
+    objectives.target_loss = spy
+    try:
+        runner = loop.Objective(tr.model)
+        g = torch.Generator().manual_seed(0)
+        w = torch.rand(1, 15) + 1
+        for plan in ({"kind": "forgetting", "target": rand_ids(15, seed=2)},
+                     {"kind": "r", "contexts": [rand_ids(20, seed=1)], "target": rand_ids(15, seed=2),
+                      "through_write": True},
+                     {"kind": "r", "contexts": [rand_ids(20, seed=1), rand_ids(18, seed=3)],
+                      "target": rand_ids(15, seed=2)}):
+            seen.clear()
+            runner({**plan, "weights": w}, g)
+            assert len(seen) == 1 and seen[0] is w
+    finally:
+        objectives.target_loss = real
 
 
 def test_curriculum_matches_authors_rule():
@@ -165,11 +191,11 @@ def test_curriculum_matches_authors_rule():
     assert [num_contexts(s, cfg) for s in (0, 10000, 10001, 15001, 60000, 60001)] == [1, 1, 2, 3, 10, 20]
 
 
-def make_trainer(tmp, steps, seed=0, **kw):
+def make_trainer(tmp, steps, seed=0, samples=None, **kw):
     cfg = TrainConfig(**{**dict(out_dir=str(tmp), steps=steps, model=dict(num_blocks=4, num_tokens=8), eval_every=0,
                                 save_every=2, lr=1e-2, curriculum_steps=[2], curriculum_values=[1, 3], seed=seed),
                          **kw})
-    return Trainer(cfg, model=lora_model(seed), tokenizer=object(), samples=RandomSamples())
+    return Trainer(cfg, model=lora_model(seed), tokenizer=object(), samples=samples or RandomSamples())
 
 
 def test_pool_written_after_every_step(tmp_path):
@@ -184,18 +210,24 @@ def test_pool_written_after_every_step(tmp_path):
         assert ((r["step"] - 1) in commits) == (r["objective"] != "forgetting")
 
 
-def test_resume_continues_exactly(tmp_path):
-    full = make_trainer(tmp_path / "a", steps=6)
+@pytest.mark.parametrize("answer_weight", [1.0, 4.0])
+def test_resume_continues_exactly(tmp_path, answer_weight):
+    """Also with answer weights: a replay step after the restart re-predicts its cached target with that
+    target's own weights, saved in the snapshot (else its loss would differ from the uninterrupted run's)."""
+    kw = dict(answer_weight=answer_weight, samples=MarkedSamples()) if answer_weight != 1 else {}
+    full = make_trainer(tmp_path / "a", steps=8, **kw)
     full.train()
-    part = make_trainer(tmp_path / "b", steps=3)       # "killed" after step 3 (its last checkpoint)
+    part = make_trainer(tmp_path / "b", steps=3, **kw)       # "killed" after step 3 (its last checkpoint)
     part.train()
-    resumed = make_trainer(tmp_path / "b", steps=6)    # fresh objects, as after a restart
+    resumed = make_trainer(tmp_path / "b", steps=8, **kw)    # fresh objects, as after a restart
     assert resumed.resume() and resumed.state["step"] == 3
-    resumed = make_trainer(tmp_path / "b", steps=6)
+    assert (resumed.state["cached_weights"] is not None) == (answer_weight != 1 and part.state["cached"] is not None)
+    resumed = make_trainer(tmp_path / "b", steps=8, **kw)
     resumed.train()
     log_a = [json.loads(l) for l in (tmp_path / "a" / "log.jsonl").open()]
     log_b = [json.loads(l) for l in (tmp_path / "b" / "log.jsonl").open()]
-    assert [r["step"] for r in log_b] == [1, 2, 3, 4, 5, 6]             # nothing repeated, nothing lost
+    assert [r["step"] for r in log_b] == list(range(1, 9))             # nothing repeated, nothing lost
+    assert any(r["objective"] == "forgetting" for r in log_b[3:])      # a replay after the restart
     assert [(r["objective"], r["target_tokens"]) for r in log_a] == [(r["objective"], r["target_tokens"])
                                                                       for r in log_b]
     assert torch.allclose(torch.tensor([r["loss"] for r in log_a]), torch.tensor([r["loss"] for r in log_b]))

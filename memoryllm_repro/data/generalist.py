@@ -333,8 +333,9 @@ class GeneralistMix:
 
 class GeneralistSamples:
     """Training samples: sample(index, k) -> {"contexts": [ids]*k, "target": ids, "kind", "answers"} (answers: the
-    values the target asks for, each in one of the contexts; question targets also carry "answer_mask", 1 on the
-    answer tokens); a pure function of (seed, index, k). `split="heldout"` draws the held-out names instead (generator-format evaluation only)."""
+    values the target asks for, each in one of the contexts; question targets also carry "answer_mask", 1 on
+    the answer tokens); a pure function of (seed, index, k). `split="heldout"` draws the held-out names instead
+    (generator-format evaluation only)."""
 
     def __init__(self, tokenizer, seed: int = 0, mix: GeneralistMix | dict | None = None, split: str = "train",
                  texts: list[str] | None = None, generic_holdout: int = GENERIC_HOLDOUT):
@@ -607,15 +608,23 @@ class GeneralistSamples:
         ids, mask = self._answer_mask(text, qas)
         return ids, style, [f.value for f in facts], mask
 
-    def _answer_mask(self, text: str, qas: list[tuple[str, str]]) -> tuple[list[int], list[int]]:
+    def _answer_mask(self, text: str, qas: list[tuple[str, str]]) -> tuple[list[int], list[int] | None]:
         """Token ids of `text` and 1/0 per token: 1 where the token overlaps an answer (each answer is found after
-        its question, in order). TrainConfig.answer_weight uses it; the ids are exactly `encode(text)`."""
+        its question, in order). TrainConfig.answer_weight uses it; the ids are exactly `encode(text)`. None (the
+        sample then counts every token alike) when a chat template rewrote an answer or the tokenizer gives no
+        character offsets (a slow tokenizer)."""
         spans, cursor = [], 0
         for q, a in qas:
-            start = text.index(a, text.index(q, cursor) + len(q))
+            q_at = text.find(q, cursor)
+            start = text.find(a, q_at + len(q)) if q_at >= 0 else -1
+            if start < 0:
+                return self.encode(text), None
             spans.append((start, start + len(a)))
             cursor = start + len(a)
-        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        try:
+            enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        except NotImplementedError:
+            return self.encode(text), None
         mask = [int(any(s < b and a < e for a, b in spans)) for s, e in enc.offset_mapping]
         return enc.input_ids, mask
 

@@ -144,10 +144,11 @@ def run_integrity(model, tok, examples, out_dir, total_updates: int, checkpoint_
         meta = json.loads((state / "meta.json").read_text())
         started = meta.get("schedule", {})
         # a resumed stream must go on as it started (a key its meta lacks predates that check: not compared)
-        if any(started.get(k, v) != v for k, v in schedule.items()):
-            raise ValueError(f"{out} holds a stream started with {started}, not {schedule} (\"model\" is the "
-                             "checkpoint's fingerprint): resume with the same settings and model, or use another "
-                             "folder (the notebook: fresh=True)")
+        differ = sorted(k for k, v in schedule.items() if started.get(k, v) != v)
+        if differ:
+            raise ValueError(f"{out} holds a stream started with other {', '.join(differ)} ({started}, now "
+                             f"{schedule}; \"model\" is the checkpoint's fingerprint): resume with the same settings "
+                             "and model, or use another folder (the notebook: fresh=True)")
         birth = persistence.read_tensors(state / "birth.safetensors", "integrity state")[0].get("birth")
         if birth is None or birth.shape != (L, N) or birth.dtype != torch.long:
             raise ValueError(f"{state / 'birth.safetensors'} must hold birth: int64 [{L}, {N}]")

@@ -236,7 +236,7 @@ class Objective(nn.Module):
     def forward(self, plan: dict, generator: torch.Generator):
         m = self.model
         if plan["kind"] == "forgetting":
-            loss, deltas = objectives.mitigating_forgetting(m, plan["target"])
+            loss, deltas = objectives.mitigating_forgetting(m, plan["target"], plan.get("weights"))
         elif len(plan["contexts"]) == 1:
             loss, deltas = objectives.new_knowledge_incorporation(m, plan["contexts"][0], plan["target"],
                                                                   plan["through_write"], generator, plan.get("weights"))
@@ -290,7 +290,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.runner, self.opt = self.acc.prepare(Objective(self.model), self.opt)
         # trainer state; `rng` decides objectives, `gen` draws pool subsets (same on every rank)
-        self.state = {"step": 0, "micro": 0, "last_indicator": 1, "nuc": 0, "cached": None}
+        self.state = {"step": 0, "micro": 0, "last_indicator": 1, "nuc": 0, "cached": None, "cached_weights": None}
         self.rng = random.Random(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -305,14 +305,15 @@ class Trainer:
             tmp.mkdir(parents=True)
             self.model.save_pretrained(tmp, save_tokenizer=False, model_card=False)
             tensors = {"gen": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
-            if self.state["cached"] is not None:
-                tensors["cached"] = self.state["cached"]
+            for k in ("cached", "cached_weights"):
+                if self.state.get(k) is not None:
+                    tensors[k] = self.state[k]
             if torch.cuda.is_available():
                 tensors["cuda_rng"] = torch.cuda.get_rng_state()
             persistence.save_tensors(tensors, tmp / TRAINER_TENSORS)
             opt_tensors, opt_meta = optimizer_state(self.opt, self._trainable_names())
             persistence.save_tensors(opt_tensors, tmp / OPTIMIZER_FILE)
-            st = {k: v for k, v in self.state.items() if k != "cached"}
+            st = {k: v for k, v in self.state.items() if k not in ("cached", "cached_weights")}
             rng = self.rng.getstate()
             persistence.write_text(tmp / TRAINER_STATE, json.dumps(
                 {"format": TRAINER_FORMAT, "state": st, "python_rng": [rng[0], list(rng[1]), rng[2]],
@@ -370,7 +371,7 @@ class Trainer:
         persistence.load_weights(self.model, snap)       # checked: exact keys and shapes
         self.model.load_memory(snap / persistence.MEMORY_FILE)
         self.opt.load_state_dict(opt_state)
-        self.state = dict(meta["state"], cached=tensors.get("cached"))
+        self.state = dict(meta["state"], cached=tensors.get("cached"), cached_weights=tensors.get("cached_weights"))
         v, internal, gauss = meta["python_rng"]
         self.rng.setstate((v, tuple(internal), gauss))
         self.gen.set_state(tensors["gen"])
@@ -404,6 +405,8 @@ class Trainer:
             extra = {"kl_ids": self._tensor(self.samples.regularizer(index)), "kl_weight": cfg.kl_weight,
                      "kl_use_memory": self.rng.random() < cfg.kl_memory}
         if indicator == 1:
+            if st.get("cached_weights") is not None:     # the replayed target's answer weights (answer_weight)
+                extra["weights"] = st["cached_weights"].to(self.acc.device)
             return {"kind": "forgetting", "target": st["cached"].to(self.acc.device), "indicator": 1, **extra}
         s = self.samples.sample(index, k)
         if cfg.answer_weight != 1 and s.get("answer_mask") is not None:
@@ -496,6 +499,7 @@ class Trainer:
             if plan["indicator"] == 0:
                 if st["last_indicator"] == 1:
                     st["cached"], st["nuc"] = plan["target"].cpu(), 0
+                    st["cached_weights"] = plan["weights"].cpu() if plan.get("weights") is not None else None
                 else:
                     st["nuc"] += k
             st["last_indicator"] = plan["indicator"]

@@ -65,11 +65,11 @@ def continuous_contexts_understanding(model, contexts, target, generator, grad_f
     return loss, deltas
 
 
-def mitigating_forgetting(model, cached_target):
+def mitigating_forgetting(model, cached_target, weights=None):
     """§3.2.3, Algorithm 1 (the efficient form the authors used): re-predict a target cached at an earlier step,
     whose contexts were committed then and have since been followed by other steps' writes. Reads the full
-    current pool; writes nothing."""
-    loss = model(cached_target, labels=cached_target).loss
+    current pool; writes nothing. `weights`: the cached target's answer weights, if it had them."""
+    loss = target_loss(model, cached_target, weights)
     return loss, []
 
 
