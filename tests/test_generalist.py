@@ -133,6 +133,19 @@ def test_answer_mask_decodes_to_the_answers(tok, gen):
     assert ids == gen.encode(text) and tok.decode([t for t, x in zip(ids, mask) if x]).strip() == "Oslo"
 
 
+def test_small_numbers_in_words_and_digits(many):
+    """Counts and ages are written as digits or in words, and the answer keeps the form the context used."""
+    from num2words import num2words
+    words = {num2words(i) for i in range(2, 100)}
+    in_words = [a for _, s, _, _ in many for a in s["answers"] if a in words]
+    in_digits = [a for _, s, _, _ in many for a in s["answers"] if a.isdigit() and len(a) <= 2]
+    assert len(in_words) > 50 and len(in_digits) > 50
+    for _, s, contexts, _ in many:
+        for a in s["answers"]:
+            if a in words:
+                assert any(a in c for c in contexts)
+
+
 def test_questions_reach_far_back(many):
     """With k >= 10, the earliest context is asked about often: distance is what the loss trains."""
     first = n = 0

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from faker import Faker
+from num2words import num2words
 
 from ..paths import EDITING_DIR
 from .corpus import GENERIC_HOLDOUT, chunk_document, generic_texts
@@ -97,7 +98,7 @@ def banned_in(text: str) -> list[str]:
 @dataclass
 class Rel:
     key: str
-    label: str                  # "X's {label} is now ..." (edits, lists, tables)
+    label: str                  # "X's {label} is now ..." (edits, lists, tables); may use the make's extra keys
     make: object                # (fake, rng, entity) -> (value, extra placeholders)
     says: list                  # statement forms: {S} subject, {v} value, {pos} possessive, extra keys
     asks: list                  # question forms: {n} full name, extra keys
@@ -133,6 +134,9 @@ EVENT_KINDS = ["Book Fair", "Jazz Festival", "Marathon", "Chess Open", "Film Fes
                "Flower Show", "Food Market", "Robotics Cup", "Poetry Night"]
 VENUE_KINDS = ["Hall", "Park", "Arena", "Pavilion", "Community Centre", "Stadium"]
 SIBS = ["brother", "sister"]
+OWNED = ["bicycles", "goats", "clocks", "guitars", "umbrellas", "sailing boats", "teapots", "apple trees",
+         "chickens", "kites", "lamps", "canoes", "sheep", "old radios", "cactuses", "motorbikes", "rugs"]
+TOWN_THINGS = ["bridges", "schools", "churches", "bakeries", "lighthouses", "fountains", "cinemas", "windmills"]
 
 
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -156,6 +160,13 @@ def _year(rng, lo=1850, hi=2019):
 
 def _count(rng, lo, hi):
     return f"{rng.randint(lo, hi):,}"
+
+
+def _num(rng, lo, hi):
+    """A small number as digits or, half of the time, in words ("forty-two"): English prose spells out small
+    numbers, and a reader trained on digits alone answers "42" to a text that said "forty-two"."""
+    n = rng.randint(lo, hi)
+    return num2words(n) if rng.random() < 0.5 else str(n)
 
 
 PERSON = [
@@ -202,7 +213,7 @@ PERSON = [
     Rel("sibling", "sibling", lambda f, r, e: _sibling(f, r, e),
         ["{S} has a {sib} named {v}.", "{S}'s {sib} is {v}.", "{v} is {S}'s {sib}."],
         ["What is the name of {n}'s {sib}?", "Who is {n}'s {sib}?"]),
-    Rel("age", "age", lambda f, r, e: (str(r.randint(19, 88)), {}),
+    Rel("age", "age", lambda f, r, e: (_num(r, 19, 88), {}),
         ["{S} is {v} years old.", "{S} turned {v} this year.", "At {v}, {S} is the oldest in the team."],
         ["How old is {n}?", "What is {n}'s age?", "What age is {n}?"]),
     Rel("hobby", "hobby", lambda f, r, e: (r.choice(HOBBIES), {}),
@@ -211,6 +222,9 @@ PERSON = [
     Rel("plate", "licence plate", lambda f, r, e: (f.license_plate(), {}),
         ["The licence plate on {S}'s car reads {v}.", "{S} drives a car with the plate {v}."],
         ["What is the licence plate of {n}'s car?", "What plate is on {n}'s car?"]),
+    Rel("owned", "number of {things}", lambda f, r, e: (_num(r, 2, 99), {"things": r.choice(OWNED)}),
+        ["{S} owns {v} {things}.", "{S} has {v} {things} at home.", "There are {v} {things} in {S}'s collection."],
+        ["How many {things} does {n} own?", "How many {things} does {n} have?"]),
     Rel("spouse", "spouse", lambda f, r, e: (f.name(), {}),
         ["{S} is married to {v}.", "{S}'s spouse is {v}.", "{S} married {v} years ago."],
         ["Who is {n} married to?", "What is the name of {n}'s spouse?", "Whom did {n} marry?"]),
@@ -242,6 +256,9 @@ TOWN = [
     Rel("population", "population", lambda f, r, e: (_count(r, 800, 900000), {}),
         ["{S} has a population of {v}.", "About {v} people live in {S}.", "{S} is home to {v} residents."],
         ["What is the population of {n}?", "How many people live in {n}?", "How many residents does {n} have?"]),
+    Rel("tcount", "number of {things}", lambda f, r, e: (_num(r, 2, 60), {"things": r.choice(TOWN_THINGS)}),
+        ["{S} has {v} {things}.", "There are {v} {things} in {S}.", "Visitors to {S} can count {v} {things}."],
+        ["How many {things} does {n} have?", "How many {things} are there in {n}?"]),
     Rel("mayor", "mayor", lambda f, r, e: (f.name(), {}),
         ["The mayor of {S} is {v}.", "{v} is the mayor of {S}.", "{S} elected {v} as mayor."],
         ["Who is the mayor of {n}?", "Who was elected mayor of {n}?"]),
@@ -271,6 +288,9 @@ EVENT = [
     Rel("winner", "last winner", lambda f, r, e: (f.name(), {}),
         ["Last year {S} was won by {v}.", "{v} won {S} last year.", "The most recent winner of {S} is {v}."],
         ["Who won {n} last year?", "Who is the most recent winner of {n}?"]),
+    Rel("days", "length in days", lambda f, r, e: (_num(r, 2, 14), {}),
+        ["{S} lasts {v} days.", "{S} runs for {v} days.", "For {v} days, {S} fills the town."],
+        ["How many days does {n} last?", "For how many days does {n} run?"]),
     Rel("price", "ticket price", lambda f, r, e: (f"${r.randint(3, 180)}", {}),
         ["Tickets for {S} cost {v}.", "Entry to {S} is {v}.", "A ticket to {S} costs {v}."],
         ["How much do tickets for {n} cost?", "What does entry to {n} cost?", "What is the ticket price of {n}?"]),
@@ -287,8 +307,12 @@ class Fact:
     extra: dict
     sentence: str = ""         # the rendered statement (set when written)
 
+    @property
+    def label(self) -> str:           # "number of {things}" -> "number of goats"
+        return self.rel.label.format(**self.extra) if "{" in self.rel.label else self.rel.label
+
     def question(self, rng) -> str:
-        forms = self.rel.asks + [g.replace("{label}", self.rel.label) for g in GENERIC_QUESTIONS[:1]]
+        forms = self.rel.asks + [g.replace("{label}", self.label) for g in GENERIC_QUESTIONS[:1]]
         return _fill(rng.choice(forms), n=self.subject, pos="their", **self.extra)
 
 
@@ -455,12 +479,12 @@ class GeneralistSamples:
         if form == "list":
             head = rng.choice(["{n}\n", "Profile: {n}\n", "Name: {n}\n", "About {n}:\n"]).format(n=name)
             for f in facts:
-                f.sentence = f"{f.rel.label[0].upper()}{f.rel.label[1:]}: {f.value}"
+                f.sentence = f"{f.label[0].upper()}{f.label[1:]}: {f.value}"
             bullet = rng.choice(["- ", "* ", ""])
             return head + "\n".join(bullet + f.sentence for f in facts)
         if form == "record":
             for f in facts:
-                f.sentence = f"\"{f.rel.label}\": \"{f.value}\""
+                f.sentence = f"\"{f.label}\": \"{f.value}\""
             return "{\"name\": \"" + name + "\", " + ", ".join(f.sentence for f in facts) + "}"
         sents = []
         for i, f in enumerate(facts):
@@ -497,7 +521,8 @@ class GeneralistSamples:
 
     def _table(self, rng, kind: str, n_rows: int) -> tuple[str, list[Fact]]:
         """Several entities of one kind as a text table; every cell is an askable fact."""
-        rels = rng.sample(KINDS[kind], rng.randint(2, min(4, len(KINDS[kind]))))
+        fixed = [r for r in KINDS[kind] if "{" not in r.label]       # one header per column
+        rels = rng.sample(fixed, rng.randint(2, min(4, len(fixed))))
         rows, facts, seen = [], [], set()
         for _ in range(n_rows):
             e = self._entity(rng, kind)
@@ -679,7 +704,7 @@ class GeneralistSamples:
                 break
         else:
             return None
-        label, n = changed.rel.label, e["name"]
+        label, n = changed.label, e["name"]
         forms = [x[0].upper() + x[1:] for x in [f"{n}'s {label} is now {new.value}.", f"Update: {n}'s {label} has changed to {new.value}.",
                  f"Correction: the {label} of {n} is {new.value}, not {changed.value}.",
                  f"As of this week, {n}'s {label} is {new.value}.", f"New information: {n}'s {label} is {new.value}."]]
