@@ -609,7 +609,7 @@ class GeneralistSamples:
         return ids if len(ids) >= self.mix.min_write else None
 
     # ------------------------------------------------------------------ targets
-    def _target(self, rng, facts: list[Fact]) -> tuple[list[int], str, list[str], list[int]]:
+    def _target(self, rng, facts: list[Fact]) -> tuple[list[int], str, list[str], list[int] | None]:
         """Questions about `facts` in one prompt style; the answer is the value, or a sentence containing it.
         Returns (ids, style, the values asked for, answer mask: 1 on the tokens of each answer)."""
         qas = []
