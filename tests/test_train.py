@@ -212,8 +212,8 @@ def test_pool_written_after_every_step(tmp_path):
 
 @pytest.mark.parametrize("answer_weight", [1.0, 4.0])
 def test_resume_continues_exactly(tmp_path, answer_weight):
-    """Also with answer weights: a replay step after the restart re-predicts its cached target with that
-    target's own weights, saved in the snapshot (else its loss would differ from the uninterrupted run's)."""
+    """Also with answer weights: a replay step after the restart re-predicts its cached target weighted by that
+    target's answer mask, saved in the snapshot (else its loss would differ from the uninterrupted run's)."""
     kw = dict(answer_weight=answer_weight, samples=MarkedSamples()) if answer_weight != 1 else {}
     full = make_trainer(tmp_path / "a", steps=8, **kw)
     full.train()
@@ -221,7 +221,7 @@ def test_resume_continues_exactly(tmp_path, answer_weight):
     part.train()
     resumed = make_trainer(tmp_path / "b", steps=8, **kw)    # fresh objects, as after a restart
     assert resumed.resume() and resumed.state["step"] == 3
-    assert (resumed.state["cached_weights"] is not None) == (answer_weight != 1 and part.state["cached"] is not None)
+    assert (resumed.state["cached_mask"] is not None) == (answer_weight != 1 and part.state["cached"] is not None)
     resumed = make_trainer(tmp_path / "b", steps=8, **kw)
     resumed.train()
     log_a = [json.loads(l) for l in (tmp_path / "a" / "log.jsonl").open()]

@@ -290,7 +290,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.runner, self.opt = self.acc.prepare(Objective(self.model), self.opt)
         # trainer state; `rng` decides objectives, `gen` draws pool subsets (same on every rank)
-        self.state = {"step": 0, "micro": 0, "last_indicator": 1, "nuc": 0, "cached": None, "cached_weights": None}
+        self.state = {"step": 0, "micro": 0, "last_indicator": 1, "nuc": 0, "cached": None, "cached_mask": None}
         self.rng = random.Random(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
 
@@ -305,7 +305,7 @@ class Trainer:
             tmp.mkdir(parents=True)
             self.model.save_pretrained(tmp, save_tokenizer=False, model_card=False)
             tensors = {"gen": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
-            for k in ("cached", "cached_weights"):
+            for k in ("cached", "cached_mask"):
                 if self.state.get(k) is not None:
                     tensors[k] = self.state[k]
             if torch.cuda.is_available():
@@ -313,7 +313,7 @@ class Trainer:
             persistence.save_tensors(tensors, tmp / TRAINER_TENSORS)
             opt_tensors, opt_meta = optimizer_state(self.opt, self._trainable_names())
             persistence.save_tensors(opt_tensors, tmp / OPTIMIZER_FILE)
-            st = {k: v for k, v in self.state.items() if k not in ("cached", "cached_weights")}
+            st = {k: v for k, v in self.state.items() if k not in ("cached", "cached_mask")}
             rng = self.rng.getstate()
             persistence.write_text(tmp / TRAINER_STATE, json.dumps(
                 {"format": TRAINER_FORMAT, "state": st, "python_rng": [rng[0], list(rng[1]), rng[2]],
@@ -371,7 +371,7 @@ class Trainer:
         persistence.load_weights(self.model, snap)       # checked: exact keys and shapes
         self.model.load_memory(snap / persistence.MEMORY_FILE)
         self.opt.load_state_dict(opt_state)
-        self.state = dict(meta["state"], cached=tensors.get("cached"), cached_weights=tensors.get("cached_weights"))
+        self.state = dict(meta["state"], cached=tensors.get("cached"), cached_mask=tensors.get("cached_mask"))
         v, internal, gauss = meta["python_rng"]
         self.rng.setstate((v, tuple(internal), gauss))
         self.gen.set_state(tensors["gen"])
@@ -404,16 +404,22 @@ class Trainer:
         if cfg.kl_weight:
             extra = {"kl_ids": self._tensor(self.samples.regularizer(index)), "kl_weight": cfg.kl_weight,
                      "kl_use_memory": self.rng.random() < cfg.kl_memory}
-        if indicator == 1:
-            if st.get("cached_weights") is not None:     # the replayed target's answer weights (answer_weight)
-                extra["weights"] = st["cached_weights"].to(self.acc.device)
-            return {"kind": "forgetting", "target": st["cached"].to(self.acc.device), "indicator": 1, **extra}
+        if indicator == 1:     # the replayed target keeps its answer mask: weighted as the config says now
+            mask = None if st.get("cached_mask") is None else st["cached_mask"].to(self.acc.device)
+            return {"kind": "forgetting", "target": st["cached"].to(self.acc.device), "indicator": 1,
+                    **self._weighted(mask), **extra}
         s = self.samples.sample(index, k)
-        if cfg.answer_weight != 1 and s.get("answer_mask") is not None:
-            extra["weights"] = 1 + (cfg.answer_weight - 1) * self._tensor(s["answer_mask"]).float()
+        mask = None if s.get("answer_mask") is None else self._tensor(s["answer_mask"]).float()
         return {"kind": s["kind"], "contexts": [self._tensor(c) for c in s["contexts"]],
                 "target": self._tensor(s["target"]), "through_write": through_write, "indicator": 0,
-                "grad_first_write": cfg.grad_first_write, **extra}
+                "grad_first_write": cfg.grad_first_write, **self._weighted(mask), **extra}
+
+    def _weighted(self, mask) -> dict:
+        """The plan's answer mask, and its loss weights when answer_weight != 1 (TrainConfig.answer_weight)."""
+        if mask is None:
+            return {}
+        w = self.cfg.answer_weight
+        return {"answer_mask": mask, **({"weights": 1 + (w - 1) * mask} if w != 1 else {})}
 
     def commit(self, deltas: list[torch.Tensor]) -> None:
         """Write this step's deltas into the pool; under DDP every rank writes all ranks' deltas in rank order."""
@@ -499,7 +505,7 @@ class Trainer:
             if plan["indicator"] == 0:
                 if st["last_indicator"] == 1:
                     st["cached"], st["nuc"] = plan["target"].cpu(), 0
-                    st["cached_weights"] = plan["weights"].cpu() if plan.get("weights") is not None else None
+                    st["cached_mask"] = plan["answer_mask"].cpu() if plan.get("answer_mask") is not None else None
                 else:
                     st["nuc"] += k
             st["last_indicator"] = plan["indicator"]
