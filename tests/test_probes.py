@@ -29,9 +29,10 @@ def test_probe_table_shape_and_pool_restored(model, tok):
     assert (df.answer_nll > 0).all() and df.answer_nll.notna().all()
     q = probes.PRESETS["quick"]
     expected = (len(q["forms"]) + len(q["distances"]) + 2 + (len(q["lengths"]) + 1) + len(q["prompts"])
-                + len(q["positions"]))
+                + len(q["positions"]) + len(q["references"]))
     assert len(df) == expected
-    assert set(df.probe) == {"form", "distance", "borderline", "length", "prompt"}     # quick: no position cells
+    assert set(df.probe) == {"form", "distance", "borderline", "length", "prompt", "reference"}   # no position
+    assert set(df[df.probe == "reference"].setting) == {"in prompt: model", "in prompt: backbone"}
     assert (df.n == 3).all() and df.accuracy.between(0, 1).all()
     lengths = df[df.probe == "length"].set_index("setting").write_tokens
     assert lengths["fact only"] < 60 and 470 <= lengths["512"] <= 525
@@ -82,6 +83,36 @@ def test_a_perfect_reader_scores_one(tok):
         probes.answers = saved
 
 
+def test_reference_reads_the_fact_from_the_prompt(model, tok, monkeypatch):
+    """The ceiling cell puts the write before the question, turns the memory off, and for the backbone the LoRA."""
+    import contextlib
+    seen, disabled = [], []
+
+    def fake_answers(model_, tok_, prompts, n, use_memory=True):
+        seen.append((prompts, use_memory, bool(disabled)))
+        return [" 4471" if "4471" in p else " no idea" for p in prompts]
+
+    @contextlib.contextmanager
+    def fake_base_only(model_):
+        disabled.append(1)
+        yield
+        disabled.pop()
+    monkeypatch.setattr(probes, "answers", fake_answers)
+    monkeypatch.setattr(probes, "base_only", fake_base_only)
+    items = [dict(write="The gate code of Brumholt is 4471.", question="What is the gate code of Brumholt?",
+                  answer="4471")]
+    pool = model.memory.clone()
+    for backbone in (False, True):
+        out = probes._in_prompt(model, tok, items, backbone)
+        assert out["hits"] == [True] and len(out["nll"]) == 1 and out["nll"][0] > 0
+    assert [s[2] for s in seen] == [False, True]
+    assert seen[0][0][0].startswith("The gate code of Brumholt is 4471.\nQuestion: ")
+    assert "The gate code of Brumholt is 4471.\nWhat is the gate code" in seen[1][0][0]      # chat template
+    assert seen[1][0][0] == probes.prompt_text(tok, items[0]["write"] + "\n" + items[0]["question"], "chat")
+    assert all(u is False for (_, u, _) in seen)
+    assert torch.equal(model.memory, pool)
+
+
 def test_filler_lengths_and_positions(tok):
     f = probes.Filler(tok, generic_texts()[-GENERIC_HOLDOUT:])
     rng = random.Random(0)
@@ -103,6 +134,8 @@ def test_bad_input(model, tok):
         probes.run_probes(model, tok, "quick", n=2, colour="red", progress=False)
     with pytest.raises(ValueError):
         probes.prompt_text(tok, "Why?", "shout")
+    with pytest.raises(ValueError, match="references must be"):
+        probes.run_probes(model, tok, "quick", n=1, references=("oracle",), progress=False)
     with pytest.raises(ValueError, match="causes must be in 1..3"):       # N/K = 4: a fact can go 3 writes back
         probes.run_probes(model, tok, "full", n=1, causes=(4,), progress=False)
 
@@ -112,6 +145,7 @@ def test_cli_only(capsys):
     table = capsys.readouterr().out
     assert "+20 writes" in table and "borderline" in table
     assert "context_prefix" not in table and "chat" not in table and "cause" not in table
+    assert "in prompt" not in table
     with pytest.raises(SystemExit):
         probes.main(["--model", "tiny", "--only", "colour"])
 
@@ -136,7 +170,8 @@ def test_distance_preset(model, tok):
     df = probes.run_probes(model, tok, "distance", n=2, progress=False)
     assert set(zip(df.probe, df.setting)) == {("form", "natural"), ("distance", "+0 writes"),
                                               ("distance", "+10 writes"), ("borderline", "natural"),
-                                              ("length", "fact only"), ("prompt", "qa")}
+                                              ("length", "fact only"), ("prompt", "qa"),
+                                              ("reference", "in prompt: model"), ("reference", "in prompt: backbone")}
 
 
 def test_answer_nll_is_the_answer_tokens_loss(model, tok):

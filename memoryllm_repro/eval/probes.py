@@ -14,6 +14,10 @@ hand-written dev set (`data/natural_facts.py`), written alone and as is, asked r
     prompt     "Question: .. Answer:" (baseline) | the chat template | a bare question line
     position   the fact at the start / middle / end of a 512-token write
     borderline the question with nothing written (the warm pool only); the same for the generator-form items
+    reference  the ceiling a read is measured against: the fact in the prompt, the memory off, for the trained
+               model ("model": "{fact}\nQuestion: .. Answer:", 10 tokens) and for the backbone without its LoRA
+               ("backbone": fact and question in its chat template, 32 tokens); a read from memory cannot be
+               expected to beat reading the text itself
     cause      (full preset) why recall falls m writes later: right after the write, the pool changed as m later
                writes would change it in one respect only: "drops" (the share of the fact's vectors m writes drop
                on average, replaced in place by older vectors), "shift" (the intact vectors moved m writes back),
@@ -28,6 +32,7 @@ independent copies of the pool.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import re
 import time
@@ -35,20 +40,23 @@ import time
 import torch
 
 from ..checkpoints import MODEL_SPEC_HELP, load_model
+from ..editors.common import base_only
 from .retention import _ids, answer_nll, answers, hit
 
 PRESETS = {
     # the training-time validation: the three target numbers (right after, +10 writes, borderline) + the chat
     # prompt, the generator's own form and a 512-token write; see the report for its time on one CPU thread
     "quick": dict(n=8, lengths=(512,), distances=(0, 10), positions=(), prompts=("qa", "chat"),
-                  forms=("natural", "templates"), causes=()),
+                  forms=("natural", "templates"), causes=(),
+                  references=("model", "backbone")),
     # the training-time validation of the generalist run from step ~1650: the two numbers it has to move (right
     # after, +10 writes) on the whole dev split, since 8 facts per cell (quick) move in steps of 0.125
     "distance": dict(n=40, lengths=(), distances=(0, 10), positions=(), prompts=("qa",), forms=("natural",),
-                     causes=()),
+                     causes=(), references=("model", "backbone")),
     "full": dict(n=20, lengths=(64, 128, 256, 512), distances=(0, 1, 5, 10, 20),
                  positions=("start", "middle", "end"), prompts=("qa", "chat", "bare"),
-                 forms=("natural", "context_prefix", "templates", "world"), causes=(10,)),
+                 forms=("natural", "context_prefix", "templates", "world"), causes=(10,),
+                 references=("model", "backbone")),
 }
 
 
@@ -129,6 +137,24 @@ def _cell(model, tok, items: list[dict], style: str, ask_after: tuple[int, ...],
     return out
 
 
+@torch.no_grad()
+def _in_prompt(model, tok, items: list[dict], backbone: bool, max_new_tokens: int = 10) -> dict[str, list]:
+    """{"hits", "nll"} with each item's write in the prompt before its question and the memory off. The trained
+    model gets the probes' own format ("{write}\nQuestion: .. Answer:", `max_new_tokens`); the backbone (LoRA
+    off) gets its native chat template and 32 tokens, since it answers "Question: .. Answer:" with an empty line
+    and in the chat template it answers in a full sentence (the ceiling should be its best, not our format's)."""
+    if backbone:
+        prompts = [prompt_text(tok, it["write"] + "\n" + it["question"], "chat") for it in items]
+        max_new_tokens = max(max_new_tokens, 32)
+    else:
+        prompts = [it["write"] + "\n" + prompt_text(tok, it["question"], "qa") for it in items]
+    golds = [it["answer"] for it in items]
+    with base_only(model) if backbone else contextlib.nullcontext():
+        preds = answers(model, tok, prompts, max_new_tokens, use_memory=False)
+        return {"hits": [hit(p, g) for p, g in zip(preds, golds)],
+                "nll": answer_nll(model, tok, prompts, golds, use_memory=False)}
+
+
 def pool_as_if_later(pool, before, K: int, m: int, generator, drops: bool, shift: bool):
     """`pool` [B, L, N, d] right after a write (its last K vectors per layer are the fact's), changed as m later
     writes would change it in one respect only. drops: the fact loses round(K (1 - (1-K/N)^m)) vectors per layer
@@ -199,6 +225,8 @@ def run_probes(model, tok, preset: str = "quick", n: int | None = None, seed: in
         raise ValueError("distances must be >= 0 and lengths >= 16 tokens")
     if any(not 1 <= m < model.N // model.K for m in cfg.get("causes", ())):
         raise ValueError(f"causes must be in 1..{model.N // model.K - 1} (N/K - 1 writes back), got {cfg['causes']}")
+    if set(cfg.get("references", ())) - {"model", "backbone"}:
+        raise ValueError(f"references must be among model, backbone, got {cfg['references']}")
     rng = random.Random(f"probes-{seed}")
     facts = dev[:n]
     filler = Filler(tok, generic_texts()[-GENERIC_HOLDOUT:])
@@ -260,6 +288,8 @@ def run_probes(model, tok, preset: str = "quick", n: int | None = None, seed: in
             continue
         items = [dict(it, write=filler.around(rng, it["write"], 512, where)) for it in base]
         add("position", f"{where} of 512", items, _cell(model, tok, items, "qa", (0,), distractors)[0])
+    for who in cfg.get("references", ()):
+        add("reference", f"in prompt: {who}", base, _in_prompt(model, tok, base, who == "backbone"))
     for m in cfg.get("causes", ()):
         for name, cell in _causes(model, tok, base, m, distractors, seed).items():
             add("cause", f"+{m} writes: {name}" if name != "real" else f"+{m} real writes", base, cell)
@@ -278,14 +308,16 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the filler text and distractor writes")
     ap.add_argument("--only", default=None,
-                    help="comma-separated probes to run (form, length, distance, prompt, position, cause); the "
+                    help="comma-separated probes to run (form, length, distance, prompt, position, cause, "
+                         "reference); the "
                          "baseline cell and the borderline always run. Default: every probe of the preset")
     ap.add_argument("--out", default=None, help="also write the table as CSV here")
     a = ap.parse_args(argv)
     overrides = {}
     if a.only:
         fields = {"form": "forms", "length": "lengths", "distance": "distances", "prompt": "prompts",
-                  "position": "positions", "cause": "causes"}
+                  "position": "positions", "cause": "causes",
+                  "reference": "references"}
         keep = set(a.only.split(","))
         if keep - set(fields):
             ap.error(f"unknown probe(s) {sorted(keep - set(fields))}; known: {', '.join(fields)}")
