@@ -16,7 +16,8 @@ Glossary - paper symbol -> code (the one place the mapping is spelled out; other
                    input during a write (authors' code; the paper does not mention it)
 
 Reading (generation, Fig. 1a): at layer l the queries of the input attend to [bos_l; θ_l; input]. The prefix rows
-are keys/values only (no query, no residual, no MLP), with RoPE positions 0..N; the input sits at N+1...
+are keys/values only (no query, no residual, no MLP), with RoPE positions 0..N (our option
+memory_positions="shared": every memory row at N); the input sits at N+1...
 
 Writing (self-update, Fig. 1b): at layer l the context x (n tokens) runs with [bos_l; e_θ^l] as prefix; the last
 K outputs of layer l become e_θ^l'. If n < K, the last K-n memory vectors also get queries (App. A.1, Fig. 8), so
@@ -53,7 +54,7 @@ class MemoryLLMConfig(PretrainedConfig):
                  memory_source: str = "output", drop_memory_per_layer: bool = True, min_context_tokens: int = 16,
                  short_context: str = "warn", long_input: str = "raise", seed: int = 0, lora: dict | None = None,
                  rope_factor: float | None = None, memory_layers: list[int] | None = None,
-                 warmup: dict | None = None, **kwargs):
+                 warmup: dict | None = None, memory_positions: str = "slot", **kwargs):
         self.backbone = backbone                    # "smollm2-135m", a path or hub id; None = weights saved with us
         self.backbone_config = backbone_config or {}
         self.num_blocks = num_blocks                # N = num_blocks * num_tokens
@@ -73,10 +74,15 @@ class MemoryLLMConfig(PretrainedConfig):
         self.rope_factor = rope_factor              # linear RoPE scaling applied to the backbone (authors: 2.0)
         self.memory_layers = memory_layers          # None = every layer (paper); e.g. the last half (§4.7.2)
         self.warmup = warmup                        # recipe that rebuilds a warm pool on load (MemoryLLM.warm_up)
+        # RoPE positions of the pool on reads: "slot" (paper and authors: slot i at position i, so a vector moves
+        # away from the queries as later writes push it down the pool) or "shared" (our option: every memory row at
+        # position N, so a read cannot tell slots apart by position and the pool's order does not matter).
+        # Writes are the same in both (their prefix is the last K vectors at positions 1..K).
+        self.memory_positions = memory_positions
         kwargs.setdefault("architectures", ["MemoryLLM"])
         super().__init__(**kwargs)
         for name, allowed in (("memory_source", ("output", "input")), ("short_context", ("warn", "raise")),
-                              ("long_input", ("raise", "warn")),
+                              ("long_input", ("raise", "warn")), ("memory_positions", ("slot", "shared")),
                               ("bos_init", ("hidden", "randn"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -207,6 +213,13 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
         cos, sin = self.base.model.rotary_emb(like, positions[None])
         return cos[0], sin[0]
 
+    def _prefix_rope(self, positions: torch.Tensor, like: torch.Tensor):
+        """cos/sin of a read's prefix [bos; memory rows] at slots `positions` (0..T-1): the slot itself, or with
+        memory_positions="shared" the last slot for every memory row (the BOS row keeps 0)."""
+        if self.config.memory_positions == "shared":
+            positions = torch.where(positions < self._nb, positions, positions[-1])
+        return self._rope(positions, like)
+
     def _kv(self, layer, rows: torch.Tensor, cos, sin):
         """Keys/values of prefix rows [B, T, d] as layer `layer` would compute them (LoRA included)."""
         attn = layer.self_attn
@@ -278,12 +291,12 @@ class MemoryLLM(PreTrainedModel, GenerationMixin, PoolHandles):
             with torch.no_grad():
                 self._kvc = PoolKV.build(key, *self._project_pool_rows(self._slots, with_bos=True))
                 self._kv_handed.reset()
-        return self._kvc.prefix(self._rope), self._kvc
+        return self._kvc.prefix(self._prefix_rope), self._kvc
 
     def _rows_prefix(self, rows: torch.Tensor):
         """Per-layer (k, v) of [bos_l; rows_l] (training reads: the new K vectors, or subset + delta)."""
         raw_k, v = self._project_pool_rows(rows, with_bos=True)
-        cos, sin = self._rope(torch.arange(raw_k[0].shape[-2], device=rows.device), raw_k[0])
+        cos, sin = self._prefix_rope(torch.arange(raw_k[0].shape[-2], device=rows.device), raw_k[0])
         return [(k * cos + rotate_half(k) * sin, vl) for k, vl in zip(raw_k, v)]
 
     # ------------------------------------------------------------------ read: forward / generate

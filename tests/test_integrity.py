@@ -87,6 +87,9 @@ def test_resume_with_another_model_is_refused(tmp_path):
     examples, _ = retention_data("bundled", tok, 11, 1, seed=2)
     args = dict(checkpoint_every=5, health_every=5, probe=examples[0], progress=False, ask_every=3, dense_until=12)
     assert model_fingerprint(model) == model_fingerprint(load_model("tiny")[0])
+    other = load_model("tiny")[0]
+    other.config.memory_positions = "shared"          # same weights, other reads
+    assert model_fingerprint(other) != model_fingerprint(model)
     with torch.no_grad():
         model.new_memory_positional_emb.add_(1e-3)
     with pytest.raises(ValueError, match="started with other model \\("):

@@ -310,3 +310,32 @@ def test_memory_in_some_layers_only():
         for _ in range(4):
             seq = torch.cat([seq, half(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(got, seq)
+
+
+def test_shared_memory_positions_ignore_the_pools_order():
+    """memory_positions="shared" (our option): every memory row at one RoPE position, so a read is the same for
+    any order of the slots, while with the paper's slot positions the order matters; writes are unchanged,
+    training reads (memory_rows) agree with pool reads, and decoding step by step matches one forward."""
+    ids = rand_ids(7, seed=3)
+    slot, shared = make_model(), make_model(memory_positions="shared")
+    for m in (slot, shared):
+        fill(m, writes=3)
+    assert torch.equal(slot.memory, shared.memory)                     # same writes, same drops
+    perm = torch.randperm(slot.N, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = {n: m(ids).logits for n, m in (("slot", slot), ("shared", shared))}
+        rows = shared.memory[:, perm][None].clone()                     # [L, N, d] -> [1, L, N, d]
+        assert torch.allclose(shared(ids, memory_rows=rows).logits, before["shared"], atol=1e-8)
+        for m in (slot, shared):
+            m.set_memory(m.memory[:, perm].clone())
+        assert torch.allclose(shared(ids).logits, before["shared"], atol=1e-8)
+        assert not torch.allclose(slot(ids).logits, before["slot"], atol=1e-4)
+        assert not torch.allclose(before["shared"], before["slot"], atol=1e-4)
+    got = shared.generate(ids, max_new_tokens=4, eos_token_id=None)
+    seq = ids
+    with torch.no_grad():
+        for _ in range(4):
+            seq = torch.cat([seq, shared(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(got, seq)
+    with pytest.raises(ValueError, match="memory_positions"):
+        make_model(memory_positions="random")

@@ -103,10 +103,12 @@ def health(model, birth: torch.Tensor, update: int) -> dict:
 
 
 def model_fingerprint(model) -> str:
-    """A digest of the checkpoint a stream runs on: N, K, its trained tensors (LoRA, BOS and new-memory vectors)
+    """A digest of the checkpoint a stream runs on: N, K, a non-default memory_positions, its trained tensors (LoRA, BOS and new-memory vectors)
     whole and a strided sample of every backbone tensor. Cheap (well under a second for SmolLM2), and a resumed
     stream then refuses a different model, e.g. after a new default checkpoint was installed mid-run."""
     h = hashlib.sha256(f"{model.N},{model.K}".encode())
+    if model.config.memory_positions != "slot":     # reads differ; the default adds nothing (older streams resume)
+        h.update(f"memory_positions={model.config.memory_positions}".encode())
     for name, p in sorted(model.named_parameters(), key=lambda x: x[0]):
         x = p.detach().reshape(-1)
         trained = "lora_" in name or name in ("bos_embedding", "new_memory_positional_emb")
