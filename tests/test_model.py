@@ -290,6 +290,16 @@ def test_adapters_disabled_gives_the_backbone():
         assert torch.allclose(model(ids, use_memory=False).logits, adapted, atol=1e-10)
 
 
+def assert_generate_is_greedy_recompute(model, ids, n=4):
+    """generate (cached prefix, incremental decoding) = n greedy steps each recomputing the whole sequence."""
+    got = model.generate(ids, max_new_tokens=n, eos_token_id=None)
+    seq = ids
+    with torch.no_grad():
+        for _ in range(n):
+            seq = torch.cat([seq, model(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(got, seq)
+
+
 def test_memory_in_some_layers_only():
     """§4.7.2 structure ablation: layers outside `memory_layers` read and write no memory."""
     ids = rand_ids(7, seed=3)
@@ -304,12 +314,7 @@ def test_memory_in_some_layers_only():
         assert not torch.allclose(out, half.base(ids).logits, atol=1e-6)
         assert torch.equal(half.inject_memory(rand_ids(12), update_memory=False)[0, 0], torch.zeros(8, 64,
                                                                                                     dtype=out.dtype))
-    got = half.generate(ids, max_new_tokens=4, eos_token_id=None)
-    seq = ids
-    with torch.no_grad():
-        for _ in range(4):
-            seq = torch.cat([seq, half(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(got, seq)
+    assert_generate_is_greedy_recompute(half, ids)
 
 
 def test_shared_memory_positions_ignore_the_pools_order():
@@ -331,11 +336,6 @@ def test_shared_memory_positions_ignore_the_pools_order():
         assert torch.allclose(shared(ids).logits, before["shared"], atol=1e-8)
         assert not torch.allclose(slot(ids).logits, before["slot"], atol=1e-4)
         assert not torch.allclose(before["shared"], before["slot"], atol=1e-4)
-    got = shared.generate(ids, max_new_tokens=4, eos_token_id=None)
-    seq = ids
-    with torch.no_grad():
-        for _ in range(4):
-            seq = torch.cat([seq, shared(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(got, seq)
+    assert_generate_is_greedy_recompute(shared, ids)
     with pytest.raises(ValueError, match="memory_positions"):
         make_model(memory_positions="random")
