@@ -103,8 +103,8 @@ def health(model, birth: torch.Tensor, update: int) -> dict:
 
 
 def model_fingerprint(model) -> str:
-    """A digest of the checkpoint a stream runs on: N, K, a non-default memory_positions, its trained tensors (LoRA, BOS and new-memory vectors)
-    whole and a strided sample of every backbone tensor. Cheap (well under a second for SmolLM2), and a resumed
+    """A digest of the checkpoint a stream runs on: N, K, a non-default memory_positions, its trained tensors
+    (LoRA, BOS and new-memory vectors) whole and a strided sample of every backbone tensor. Cheap (well under a second for SmolLM2), and a resumed
     stream then refuses a different model, e.g. after a new default checkpoint was installed mid-run."""
     h = hashlib.sha256(f"{model.N},{model.K}".encode())
     if model.config.memory_positions != "slot":     # reads differ; the default adds nothing (older streams resume)

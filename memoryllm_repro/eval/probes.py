@@ -138,19 +138,18 @@ def _cell(model, tok, items: list[dict], style: str, ask_after: tuple[int, ...],
 
 
 @torch.no_grad()
-def _in_prompt(model, tok, items: list[dict], backbone: bool, max_new_tokens: int = 10) -> dict[str, list]:
+def _in_prompt(model, tok, items: list[dict], backbone: bool) -> dict[str, list]:
     """{"hits", "nll"} with each item's write in the prompt before its question and the memory off. The trained
-    model gets the probes' own format ("{write}\nQuestion: .. Answer:", `max_new_tokens`); the backbone (LoRA
-    off) gets its native chat template and 32 tokens, since it answers "Question: .. Answer:" with an empty line
-    and in the chat template it answers in a full sentence (the ceiling should be its best, not our format's)."""
+    model gets the probes' own format ("{write}\nQuestion: .. Answer:", 10 tokens); the backbone (LoRA off) gets
+    its native chat template and 32 tokens, since it answers "Question: .. Answer:" with an empty line and in the
+    chat template it answers in a full sentence (the ceiling should be its best, not our format's)."""
     if backbone:
         prompts = [prompt_text(tok, it["write"] + "\n" + it["question"], "chat") for it in items]
-        max_new_tokens = max(max_new_tokens, 32)
     else:
         prompts = [it["write"] + "\n" + prompt_text(tok, it["question"], "qa") for it in items]
     golds = [it["answer"] for it in items]
     with base_only(model) if backbone else contextlib.nullcontext():
-        preds = answers(model, tok, prompts, max_new_tokens, use_memory=False)
+        preds = answers(model, tok, prompts, 32 if backbone else 10, use_memory=False)
         return {"hits": [hit(p, g) for p, g in zip(preds, golds)],
                 "nll": answer_nll(model, tok, prompts, golds, use_memory=False)}
 
@@ -309,15 +308,14 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="seed of the filler text and distractor writes")
     ap.add_argument("--only", default=None,
                     help="comma-separated probes to run (form, length, distance, prompt, position, cause, "
-                         "reference); the "
-                         "baseline cell and the borderline always run. Default: every probe of the preset")
+                         "reference); the baseline cell and the borderline always run. Default: every probe of "
+                         "the preset")
     ap.add_argument("--out", default=None, help="also write the table as CSV here")
     a = ap.parse_args(argv)
     overrides = {}
     if a.only:
         fields = {"form": "forms", "length": "lengths", "distance": "distances", "prompt": "prompts",
-                  "position": "positions", "cause": "causes",
-                  "reference": "references"}
+                  "position": "positions", "cause": "causes", "reference": "references"}
         keep = set(a.only.split(","))
         if keep - set(fields):
             ap.error(f"unknown probe(s) {sorted(keep - set(fields))}; known: {', '.join(fields)}")
