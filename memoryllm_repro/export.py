@@ -15,6 +15,7 @@ import torch
 
 from .checkpoints import latest_snapshot
 from .model import MemoryLLM
+from .persistence import export_warmup
 
 
 def export(run: Path, out: Path, snapshot: Path | None = None, note: str | None = None) -> Path:
@@ -22,7 +23,7 @@ def export(run: Path, out: Path, snapshot: Path | None = None, note: str | None 
     if snap is None:
         raise FileNotFoundError(f"no checkpoint under {run}/checkpoints")
     model = MemoryLLM.from_pretrained(snap, load_memory=False)
-    model.config.warmup = {"source": "generic", "num_writes": model.config.num_blocks, "seed": 0}
+    model.config.warmup = export_warmup(model.config)
     out.mkdir(parents=True, exist_ok=True)
     log = [json.loads(line) for line in (run / "log.jsonl").open()] if (run / "log.jsonl").exists() else []
     step = int(snap.name.split("-")[1])

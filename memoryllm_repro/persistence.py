@@ -367,6 +367,11 @@ def _tokenizer_for(folder: Path, config):
         load_tokenizer(config.backbone or DEFAULT_BACKBONE)
 
 
+def export_warmup(config) -> dict:
+    """The warm-up recipe an exported checkpoint stores in place of its pool: N/K chunks of the bundled generic text."""
+    return {"source": "generic", "num_writes": config.num_blocks, "seed": 0}
+
+
 @torch.no_grad()
 def warm_up(model, source: str = "generic", num_writes: int | None = None, seed: int = 0, min_len: int = 64,
             max_len: int = 128, tokenizer=None) -> None:

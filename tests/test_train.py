@@ -364,3 +364,26 @@ def test_validation_with_probes_records_accuracy_and_answer_nll(tmp_path):
     for cell in ("distance/+0 writes", "distance/+10 writes", "borderline/natural"):
         assert 0 <= row[cell] <= 1 and row[cell + "/nll"] > 0
     assert torch.equal(m.memory, pool) and m.training
+
+
+def test_validation_on_the_exported_warm_pool_too(tmp_path):
+    """eval_warm_pool: the probes run again on the pool an export would ship (rebuilt by its warm-up recipe, not
+    the pool training left); the rows differ from the trained pool's, and pool and drop generator are restored."""
+    from memoryllm_repro import load_tokenizer
+    from memoryllm_repro.persistence import export_warmup
+    tok = load_tokenizer("smollm2-135m")
+    m = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
+    m.add_lora(r=4, lora_dropout=0.0)
+    m.inject_memory(tok("A trained pool: one sentence, long enough to be written into memory.",
+                        return_tensors="pt").input_ids)
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=1, eval_probes="distance", eval_warm_pool=True,
+                      model=dict(num_blocks=4, num_tokens=16))
+    tr = Trainer(cfg, model=m, tokenizer=tok, samples=RandomSamples())
+    pool, gen = m.memory.clone(), m.generator.get_state()
+    row = tr.validate()
+    assert torch.equal(m.memory, pool) and torch.equal(m.generator.get_state(), gen)
+    cell = "distance/+0 writes/nll"
+    assert row["warm/" + cell] > 0 and row["warm/" + cell] != row[cell]
+    with m.memory_snapshot():            # the recipe is the export's, so the warm rows are what an export reads
+        m.warm_up(**export_warmup(m.config), tokenizer=tok)
+        assert not torch.equal(m.memory, pool)

@@ -103,6 +103,7 @@ class TrainConfig:
     eval_examples: int = 24
     eval_updates: int = 2
     eval_probes: str | None = None      # a preset of eval.probes ("quick") instead of the bundled retention set
+    eval_warm_pool: bool = False        # probes also on the pool an export ships (warm-up recipe; keys "warm/...")
     log_nomem_loss: bool = True         # also log the target's loss without memory (new-knowledge steps)
     max_minutes: float = 0              # stop cleanly (with a checkpoint) after this long; 0 = no limit
     threads: int = 0                    # torch CPU threads (0 = default); 1 when sharing 2 cores with other work
@@ -446,9 +447,19 @@ class Trainer:
         self.model.eval()
         if self.cfg.eval_probes:
             from ..eval.probes import run_probes
-            df = run_probes(self.model, self.tok, self.cfg.eval_probes, progress=False)
-            out = {f"{r.probe}/{r.setting}": r.accuracy for r in df.itertuples()}
-            out.update({f"{r.probe}/{r.setting}/nll": round(r.answer_nll, 4) for r in df.itertuples()})
+            pools = {"": None}
+            if self.cfg.eval_warm_pool:
+                # The trained pool holds the training stream's own facts, which a read can answer with; an export
+                # ships a recipe instead (persistence.export_warmup), so that pool is what a user reads with.
+                pools["warm/"] = persistence.export_warmup(self.model.config)
+            out = {}
+            for prefix, recipe in pools.items():
+                with self.model.memory_snapshot():
+                    if recipe:
+                        self.model.warm_up(**recipe, tokenizer=self.tok)
+                    df = run_probes(self.model, self.tok, self.cfg.eval_probes, progress=False)
+                out.update({f"{prefix}{r.probe}/{r.setting}": r.accuracy for r in df.itertuples()})
+                out.update({f"{prefix}{r.probe}/{r.setting}/nll": round(r.answer_nll, 4) for r in df.itertuples()})
         else:
             from ..data.retention_set import heldout_retention_set
             from ..eval.retention import run_retention
