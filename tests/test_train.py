@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import make_model, rand_ids
-from memoryllm_repro import MemoryLLM
+from memoryllm_repro import MemoryLLM, persistence
 from memoryllm_repro.train import (TrainConfig, Trainer, base_distillation, continuous_contexts_understanding,
                                    mitigating_forgetting, new_knowledge_incorporation, num_contexts)
 
@@ -387,3 +387,10 @@ def test_validation_on_the_exported_warm_pool_too(tmp_path):
     with m.memory_snapshot():            # the recipe is the export's, so the warm rows are what an export reads
         m.warm_up(**export_warmup(m.config), tokenizer=tok)
         assert not torch.equal(m.memory, pool)
+
+
+def test_keep_every_spares_those_snapshots_from_pruning(tmp_path):
+    make_trainer(tmp_path, steps=10, keep_checkpoints=1, keep_every=4).train()
+    assert [p.name for p in persistence.snapshots(tmp_path)] == ["step-0000004", "step-0000008", "step-0000010"]
+    make_trainer(tmp_path / "plain", steps=6, keep_checkpoints=1).train()
+    assert [p.name for p in persistence.snapshots(tmp_path / "plain")] == ["step-0000006"]

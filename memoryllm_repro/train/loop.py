@@ -99,6 +99,7 @@ class TrainConfig:
     forgetting: bool = True             # Algorithm 1 replay steps
     save_every: int = 50                # optimizer steps between checkpoints
     keep_checkpoints: int = 2
+    keep_every: int = 0                 # also never prune snapshots at multiples of this (eval_every: the validated)
     eval_every: int = 250               # 0 disables the retention validation
     eval_examples: int = 24
     eval_updates: int = 2
@@ -322,7 +323,10 @@ class Trainer:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             persistence.fsync_dir(final.parent)
+            every = self.cfg.keep_every
             for old in persistence.snapshots(self.out)[:-self.cfg.keep_checkpoints]:
+                if every and int(old.name[5:]) % every == 0:
+                    continue
                 doomed = old.with_name(old.name + ".old.tmp")   # renamed first: a kill mid-delete leaves a .tmp
                 os.replace(old, doomed)
                 shutil.rmtree(doomed, ignore_errors=True)
