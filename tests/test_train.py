@@ -394,3 +394,21 @@ def test_keep_every_spares_those_snapshots_from_pruning(tmp_path):
     assert [p.name for p in persistence.snapshots(tmp_path)] == ["step-0000004", "step-0000008", "step-0000010"]
     make_trainer(tmp_path / "plain", steps=6, keep_checkpoints=1).train()
     assert [p.name for p in persistence.snapshots(tmp_path / "plain")] == ["step-0000006"]
+
+
+def test_validation_perplexity_comes_with_the_backbones_on_the_same_documents(tmp_path):
+    from memoryllm_repro import load_tokenizer
+    tok = load_tokenizer("smollm2-135m")
+    m = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
+    m.add_lora(r=4, lora_dropout=0.0)
+    with torch.no_grad():                 # a LoRA that changes the model (peft starts B at zero)
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    samples = RandomSamples()
+    samples.generic_heldout = ["Held-out generic text, a few sentences long. It is never trained on."] * 2
+    tr = Trainer(TrainConfig(out_dir=str(tmp_path), steps=1, model=dict(num_blocks=4, num_tokens=16), eval_examples=2,
+                             eval_updates=1), model=m, tokenizer=tok, samples=samples)
+    first, second = tr.validate(), tr.validate()
+    assert first["ppl_backbone"] > 1 and first["ppl_backbone"] != pytest.approx(first["ppl_no_memory"])
+    assert second["ppl_no_memory"] == pytest.approx(first["ppl_no_memory"])   # the adapters are back on

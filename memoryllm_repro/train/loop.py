@@ -477,8 +477,10 @@ class Trainer:
             out = {k: sum(v) / len(v) for k, v in out.items()}
         if getattr(self.samples, "generic_heldout", None):
             from ..eval.lm import perplexity   # the general-ability check, on 10 held-out generic documents
-            out["ppl_no_memory"] = perplexity(self.model, self.tok, self.samples.generic_heldout[:10],
-                                              use_memory=False, max_tokens=256)
+            docs = self.samples.generic_heldout[:10]
+            out["ppl_no_memory"] = perplexity(self.model, self.tok, docs, use_memory=False, max_tokens=256)
+            with self.model.adapters_disabled():   # its baseline on the same documents: the backbone itself
+                out["ppl_backbone"] = perplexity(self.model, self.tok, docs, use_memory=False, max_tokens=256)
         self.model.train()
         return out
 
