@@ -384,7 +384,7 @@ def test_validation_on_the_exported_warm_pool_too(tmp_path):
     assert torch.equal(m.memory, pool) and torch.equal(m.generator.get_state(), gen)
     cell = "distance/+0 writes/nll"
     assert row["warm/" + cell] > 0 and row["warm/" + cell] != row[cell]
-    with m.memory_snapshot():            # the recipe is the export's, so the warm rows are what an export reads
+    with m.memory_snapshot():            # the export's recipe does rebuild a different pool
         m.warm_up(**export_warmup(m.config), tokenizer=tok)
         assert not torch.equal(m.memory, pool)
 
@@ -392,6 +392,12 @@ def test_validation_on_the_exported_warm_pool_too(tmp_path):
 def test_keep_every_spares_those_snapshots_from_pruning(tmp_path):
     make_trainer(tmp_path, steps=10, keep_checkpoints=1, keep_every=4).train()
     assert [p.name for p in persistence.snapshots(tmp_path)] == ["step-0000004", "step-0000008", "step-0000010"]
+    make_trainer(tmp_path / "odd", steps=7, keep_checkpoints=1, keep_every=3).train()   # 3 and 6 are off the grid
+    assert [p.name for p in persistence.snapshots(tmp_path / "odd")] == ["step-0000003", "step-0000006", "step-0000007"]
+    with pytest.raises(ValueError, match="keep_every"):
+        TrainConfig(keep_every=-1)
+    with pytest.raises(ValueError, match="eval_probes"):
+        TrainConfig(eval_warm_pool=True)
     make_trainer(tmp_path / "plain", steps=6, keep_checkpoints=1).train()
     assert [p.name for p in persistence.snapshots(tmp_path / "plain")] == ["step-0000006"]
 

@@ -135,6 +135,10 @@ class TrainConfig:
             self.model = model_config(**self.model)
         if not (isinstance(self.answer_weight, (int, float)) and 0 < self.answer_weight < float("inf")):
             raise ValueError(f"answer_weight must be a positive number, got {self.answer_weight!r}")
+        if self.eval_warm_pool and not self.eval_probes:
+            raise ValueError("eval_warm_pool re-runs the probes on a warm pool: it needs eval_probes (e.g. 'distance')")
+        if not (isinstance(self.keep_every, int) and self.keep_every >= 0):
+            raise ValueError(f"keep_every must be an integer >= 0, got {self.keep_every!r}")
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -544,7 +548,8 @@ class Trainer:
             if cfg.eval_every and st["step"] % cfg.eval_every == 0 and acc.is_main_process:
                 append_jsonl(self.out / "val.jsonl", {"step": st["step"], **self.validate()})
             out_of_time = cfg.max_minutes and (time.time() - t_start) / 60 > cfg.max_minutes
-            if st["step"] - last_save >= cfg.save_every or st["step"] == cfg.steps or out_of_time:
+            kept = cfg.keep_every and st["step"] % cfg.keep_every == 0   # saved even off the save_every grid
+            if st["step"] - last_save >= cfg.save_every or st["step"] == cfg.steps or out_of_time or kept:
                 self.save()
                 last_save = st["step"]
             if out_of_time:
