@@ -15,7 +15,7 @@ import torch
 
 from .checkpoints import latest_snapshot
 from .model import MemoryLLM
-from .persistence import export_warmup
+from .persistence import export_warmup, snapshot_step
 
 
 def export(run: Path, out: Path, snapshot: Path | None = None, note: str | None = None) -> Path:
@@ -26,7 +26,7 @@ def export(run: Path, out: Path, snapshot: Path | None = None, note: str | None 
     model.config.warmup = export_warmup(model.config)
     out.mkdir(parents=True, exist_ok=True)
     log = [json.loads(line) for line in (run / "log.jsonl").open()] if (run / "log.jsonl").exists() else []
-    step = int(snap.name.split("-")[1])
+    step = snapshot_step(snap)
     info = {"run": str(run), "snapshot": snap.name, "optimizer_steps": step,
             "train_config": json.loads((snap / "trainer_state.json").read_text())["train_config"],
             "train_seconds_logged": round(sum(r["sec"] for r in log if r["step"] <= step), 1),

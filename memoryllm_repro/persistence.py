@@ -359,7 +359,12 @@ def snapshots(run_dir) -> list[Path]:
     """A training run's snapshots `checkpoints/step-N`, oldest first (unfinished `.tmp` folders excluded)."""
     root = Path(run_dir) / "checkpoints"
     snaps = [p for p in root.glob("step-*") if p.is_dir() and p.name[5:].isdigit()] if root.is_dir() else []
-    return sorted(snaps, key=lambda p: int(p.name[5:]))
+    return sorted(snaps, key=snapshot_step)
+
+
+def snapshot_step(snapshot) -> int:
+    """The optimizer step of a snapshot folder `step-N`."""
+    return int(Path(snapshot).name[5:])
 
 
 def _tokenizer_for(folder: Path, config):

@@ -329,7 +329,7 @@ class Trainer:
             persistence.fsync_dir(final.parent)
             every = self.cfg.keep_every
             for old in persistence.snapshots(self.out)[:-self.cfg.keep_checkpoints]:
-                if every and int(old.name[5:]) % every == 0:
+                if every and persistence.snapshot_step(old) % every == 0:
                     continue
                 doomed = old.with_name(old.name + ".old.tmp")   # renamed first: a kill mid-delete leaves a .tmp
                 os.replace(old, doomed)
