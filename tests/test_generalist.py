@@ -210,6 +210,19 @@ def test_bad_input(tok, gen):
         G.GeneralistSamples(tok, mix={"facts": -1.0})
     with pytest.raises(TypeError):
         G.GeneralistSamples(tok, mix={"no_such_weight": 1.0})
+    with pytest.raises(ValueError):
+        G.GeneralistSamples(tok, mix={"kl_tokens": 8})
+
+
+def test_distillation_text_from_the_document_start(tok, gen):
+    """kl_tokens = N distils on a generic document's first N tokens (positions past 128 included); the default keeps
+    the recorded run's 64-128-token pieces."""
+    long = G.GeneralistSamples(tok, seed=0, mix={"kl_tokens": 256})
+    pieces, docs = [gen.regularizer(i) for i in range(30)], [long.regularizer(i) for i in range(30)]
+    assert max(map(len, pieces)) <= 128 < max(map(len, docs)) <= 256
+    starts = {tuple(long.encode(t)[:16]) for t in long.generic}
+    assert all(tuple(d[:16]) in starts for d in docs)          # each one is the start of a training document
+    assert docs == [long.regularizer(i) for i in range(30)]
 
 
 def test_natural_facts_set():

@@ -1,11 +1,13 @@
 """Model-card checks on a tiny model: held-out pairs, loss with/without memory, perplexity."""
 import math
 
+import pytest
 import torch
 
 from memoryllm_repro import MemoryLLM, load_tokenizer
 from memoryllm_repro.data.world import World
-from memoryllm_repro.eval.lm import heldout_fact_pairs, heldout_generic_pairs, memory_loss, perplexity
+from memoryllm_repro.eval.lm import (document_losses, heldout_fact_pairs, heldout_generic_pairs, memory_loss,
+                                    paired_ratio, perplexity)
 
 
 def test_pairs_losses_and_perplexity():
@@ -24,3 +26,27 @@ def test_pairs_losses_and_perplexity():
         "loss_without_memory"]
     ppl = perplexity(model, tok, texts=["hello world, this is a short text for a perplexity check."])
     assert 1 < ppl < 49152 * 2
+
+
+def test_document_losses_and_the_paired_ratio():
+    tok = load_tokenizer("smollm2-135m")
+    model = MemoryLLM.from_base("tiny-random-llama", num_blocks=4, num_tokens=16)
+    texts = ["hello world, this is a short text for a perplexity check.", "x", "another held-out document, longer "
+             "than the first one by a few words."]
+    docs = document_losses(model, tok, texts=texts, use_memory=False)
+    assert len(docs) == 2 and all(n >= 1 for _, n in docs)          # the 1-token text has nothing to predict
+    assert math.isclose(perplexity(model, tok, texts=texts, use_memory=False),
+                        math.exp(sum(x for x, _ in docs) / sum(n for _, n in docs)), rel_tol=1e-9)
+    same = paired_ratio(docs, docs, resamples=200)
+    assert same["ratio"] == same["low"] == same["high"] == 1.0
+    worse = [(x + 0.1 * n, n) for x, n in docs]                      # 0.1 nats per token more on every document
+    r = paired_ratio(docs, worse, resamples=200)
+    assert math.isclose(r["ratio"], math.exp(0.1)) and r["low"] > 1.0 and r["documents"] == 2
+    mixed = [(docs[0][0] + 2.0 * docs[0][1], docs[0][1]), (docs[1][0] - 2.0 * docs[1][1], docs[1][1])]
+    r = paired_ratio(docs, mixed, resamples=500)                      # one document better, one worse
+    assert r["low"] < 1.0 < r["high"]
+    for bad in (docs[:1], [(docs[0][0], docs[0][1] + 1), docs[1]]):
+        with pytest.raises(ValueError):
+            paired_ratio(docs, bad)
+    with pytest.raises(ValueError):
+        paired_ratio([], [])

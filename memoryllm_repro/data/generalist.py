@@ -353,6 +353,8 @@ class GeneralistMix:
     min_write: int = 16          # tokens (the model's min_context_tokens; the authors' minimum)
     max_write: int = 512
     doc_chunk: int = 128         # document chunk length: the paper's 512-into-K=256, scaled to K=64
+    kl_tokens: int = 0           # distillation text: 0 = a random 64-128-token piece of a generic document; N = the
+                                 # document's first N tokens, so positions past 128 are held to the backbone too
 
 
 class GeneralistSamples:
@@ -370,6 +372,8 @@ class GeneralistSamples:
         m = self.mix
         if not 16 <= m.min_write <= m.max_write:
             raise ValueError(f"need 16 <= min_write <= max_write, got {m.min_write}, {m.max_write}")
+        if m.kl_tokens != 0 and m.kl_tokens < 16:
+            raise ValueError(f"kl_tokens must be 0 (random 64-128-token pieces) or >= 16, got {m.kl_tokens}")
         weights = [m.facts, m.edit, m.document, m.generic]
         if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"mix weights must be >= 0 with a positive sum, got {weights}")
@@ -408,6 +412,8 @@ class GeneralistSamples:
         """A chunk of training generic text for the distillation term (TrainConfig.kl_weight)."""
         rng = random.Random(f"generalist-{self.seed}-kl-{index}")
         ids = self.encode(rng.choice(self.generic))
+        if self.mix.kl_tokens:
+            return ids[: self.mix.kl_tokens]
         return rng.choice(chunk_document(ids, 64, 128, rng) or [ids[:128]])
 
     # ------------------------------------------------------------------ entities and passages
