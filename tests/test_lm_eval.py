@@ -1,4 +1,5 @@
 """Model-card checks on a tiny model: held-out pairs, loss with/without memory, perplexity."""
+import json
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from memoryllm_repro import MemoryLLM, load_tokenizer
 from memoryllm_repro.data.world import World
 from memoryllm_repro.eval.lm import (document_losses, heldout_fact_pairs, heldout_generic_pairs, memory_loss,
-                                    paired_ratio, perplexity)
+                                    main, paired_ratio, perplexity)
 
 
 def test_pairs_losses_and_perplexity():
@@ -50,3 +51,13 @@ def test_document_losses_and_the_paired_ratio():
             paired_ratio(docs, bad)
     with pytest.raises(ValueError):
         paired_ratio([], [])
+
+
+def test_compare_command_on_tiny_models(capsys):
+    """The command behind the README's per-document comparison: a model against itself is exactly level."""
+    main(["--model", "tiny", "--against", "tiny", "--threads", "1"])
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"empty", "warm"}
+    for mem in out.values():
+        assert mem["documents"] >= 30 and mem["base"] == mem["other"] > 1
+        assert mem["ratio"] == mem["low"] == mem["high"] == 1.0
