@@ -95,13 +95,13 @@ def compare_perplexity(base_spec: str, other_spec: str, threads: int = 0) -> dic
     and the paired ratio other / base for each."""
     if threads:
         torch.set_num_threads(threads)
-    losses = {}
+    losses = []                                   # [base, other], each {"empty": per-document, "warm": ...}
     for spec in (base_spec, other_spec):
         model, tok, _ = load_model(spec)
-        losses[spec] = {mem: document_losses(model, tok, use_memory=mem == "warm") for mem in ("empty", "warm")}
+        losses.append({mem: document_losses(model, tok, use_memory=mem == "warm") for mem in ("empty", "warm")})
     out = {}
     for mem in ("empty", "warm"):
-        b, o = losses[base_spec][mem], losses[other_spec][mem]
+        b, o = losses[0][mem], losses[1][mem]
         out[mem] = {"base": math.exp(sum(x for x, _ in b) / sum(n for _, n in b)),
                     "other": math.exp(sum(x for x, _ in o) / sum(n for _, n in o)), **paired_ratio(b, o)}
     return out
