@@ -8,7 +8,7 @@ import torch
 from memoryllm_repro import MemoryLLM, load_tokenizer
 from memoryllm_repro.data.world import World
 from memoryllm_repro.eval.lm import (document_losses, heldout_fact_pairs, heldout_generic_pairs, memory_loss,
-                                    main, paired_ratio, perplexity)
+                                    main, paired_ratio, perplexity, pooled_perplexity)
 
 
 def test_pairs_losses_and_perplexity():
@@ -38,6 +38,7 @@ def test_document_losses_and_the_paired_ratio():
     assert len(docs) == 2 and all(n >= 1 for _, n in docs)          # the 1-token text has nothing to predict
     assert math.isclose(perplexity(model, tok, texts=texts, use_memory=False),
                         math.exp(sum(x for x, _ in docs) / sum(n for _, n in docs)), rel_tol=1e-9)
+    assert pooled_perplexity(docs) == perplexity(model, tok, texts=texts, use_memory=False)
     same = paired_ratio(docs, docs, resamples=200)
     assert same["ratio"] == same["low"] == same["high"] == 1.0
     worse = [(x + 0.1 * n, n) for x, n in docs]                      # 0.1 nats per token more on every document

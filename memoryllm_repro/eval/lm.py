@@ -67,8 +67,12 @@ def document_losses(model, tok, texts=None, use_memory: bool = True, max_tokens:
 
 def perplexity(model, tok, texts=None, use_memory: bool = True, max_tokens: int = 512) -> float:
     """Token-weighted perplexity of held-out generic documents (first `max_tokens` tokens each)."""
-    docs = document_losses(model, tok, texts, use_memory, max_tokens)
-    return math.exp(sum(d[0] for d in docs) / sum(d[1] for d in docs))
+    return pooled_perplexity(document_losses(model, tok, texts, use_memory, max_tokens))
+
+
+def pooled_perplexity(docs: list[tuple[float, int]]) -> float:
+    """exp(total loss / total tokens) of document_losses' output."""
+    return math.exp(sum(x for x, _ in docs) / sum(n for _, n in docs))
 
 
 def paired_ratio(base: list[tuple[float, int]], other: list[tuple[float, int]], resamples: int = 2000,
@@ -102,8 +106,7 @@ def compare_perplexity(base_spec: str, other_spec: str, threads: int = 0) -> dic
     out = {}
     for mem in ("empty", "warm"):
         b, o = losses[0][mem], losses[1][mem]
-        out[mem] = {"base": math.exp(sum(x for x, _ in b) / sum(n for _, n in b)),
-                    "other": math.exp(sum(x for x, _ in o) / sum(n for _, n in o)), **paired_ratio(b, o)}
+        out[mem] = {"base": pooled_perplexity(b), "other": pooled_perplexity(o), **paired_ratio(b, o)}
     return out
 
 
