@@ -212,6 +212,44 @@ def test_bad_input(tok, gen):
         G.GeneralistSamples(tok, mix={"no_such_weight": 1.0})
     with pytest.raises(ValueError):
         G.GeneralistSamples(tok, mix={"kl_tokens": 8})
+    with pytest.raises(ValueError):
+        G.GeneralistSamples(tok, mix={"p_invented": 1.5})
+
+
+def test_invented_names(tok, gen, monkeypatch):
+    """p_invented: names become invented syllables (world.py's style) in that share of samples; the rest, and every
+    sample of a run without it, are unchanged; the split and the evaluation-name filter still hold."""
+    inv = G.GeneralistSamples(tok, seed=0, mix={"p_invented": 1.0})
+    half = G.GeneralistSamples(tok, seed=0, mix={"p_invented": 0.5})
+    zero = G.GeneralistSamples(tok, seed=0, mix={"p_invented": 0.0})
+    assert all(zero.sample(i, 3) == gen.sample(i, 3) for i in range(20))
+    assert inv.sample(4, 3) == G.GeneralistSamples(tok, seed=0, mix={"p_invented": 1.0}).sample(4, 3)
+    rng = random.Random(0)
+    inv._fake = G.InventedNames(inv._faker, rng)
+    people = [inv._entity(rng, "person") for _ in range(100)]
+    assert all(split_of(p["name"]) == "train" and not G.banned_in(p["name"]) for p in people)
+    # invented names are not Faker's: none of Faker's en_US first names among them (a few collisions allowed)
+    from faker import Faker
+    faker_firsts = {Faker("en_US").first_name() for _ in range(3000)}
+    assert sum(p["first"] in faker_firsts for p in people) <= 5
+    assert inv.sample(4, 3) != gen.sample(4, 3)
+    made, real = [], G.InventedNames
+
+    def counting(fake, r):
+        made.append(1)
+        return real(fake, r)
+    monkeypatch.setattr(G, "InventedNames", counting)
+    for i in range(200):
+        half.sample(i, 2)
+    assert 70 <= len(made) <= 140              # about half of the samples (a retried sample draws again)
+    monkeypatch.undo()
+    heldout = World(seed=0, split="heldout")
+    world_names = {p.name for p in heldout.people} | {t.name for t in heldout.towns}
+    for i in range(150):
+        s = inv.sample(i, 1 + i % 5)
+        text = "\n".join(tok.decode(c) for c in s["contexts"] + [s["target"]])
+        assert not G.banned_in(text) and not any(n in text for n in world_names if len(n) > 8)
+    assert inv.qa_examples(3) == G.GeneralistSamples(tok, seed=0).qa_examples(3)   # generator-format eval unchanged
 
 
 def test_distillation_text_from_the_document_start(tok, gen):

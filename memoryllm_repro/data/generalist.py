@@ -37,7 +37,7 @@ from num2words import num2words
 
 from ..paths import EDITING_DIR
 from .corpus import GENERIC_HOLDOUT, chunk_document, generic_texts
-from .world import World, split_of
+from .world import COMPANY_SUFFIX, TOWN_SUFFIX, World, _word, split_of
 
 # ---------------------------------------------------------------------------------------------- name hygiene
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’\-.][A-Za-z0-9]+)*")
@@ -355,6 +355,40 @@ class GeneralistMix:
     doc_chunk: int = 128         # document chunk length: the paper's 512-into-K=256, scaled to K=64
     kl_tokens: int = 0           # distillation text: 0 = a random 64-128-token piece of a generic document; N = the
                                  # document's first N tokens, so positions past 128 are held to the backbone too
+    p_invented: float = 0.0      # share of samples whose names (people, pets, towns, companies) are invented
+                                 # syllables (world.py's style, train split) instead of Faker's real-world names: a
+                                 # user's text names unfamiliar things ("Varnholm"), and copying a rare spelling
+                                 # out of memory is its own skill (see InventedNames)
+
+
+class InventedNames:
+    """A Faker stand-in whose name methods return invented words ("Troumel Vaskerin", "Drelford") and which passes
+    every other call to Faker. Why: Faker's names are common real ones whose spelling the backbone already knows;
+    the generalist candidates trained on them alone misspelled invented names they read back from memory (the
+    misses of Figure 5's update 1 at steps 3500 and 4250: "Keshlerkady", "Zeindabyon")."""
+
+    def __init__(self, fake, rng: random.Random):
+        self._f, self._r = fake, rng
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def first_name(self) -> str:
+        return _word(self._r, self._r.choice([1, 2, 2]))
+
+    first_name_male = first_name_female = first_name
+
+    def last_name(self) -> str:
+        return _word(self._r, self._r.choice([2, 2, 3]))
+
+    def name(self) -> str:
+        return f"{self.first_name()} {self.last_name()}"
+
+    def city(self) -> str:
+        return _word(self._r, self._r.choice([1, 2])) + self._r.choice(TOWN_SUFFIX)
+
+    def company(self) -> str:
+        return f"{_word(self._r, 2)} {self._r.choice(COMPANY_SUFFIX)}"
 
 
 class GeneralistSamples:
@@ -372,6 +406,8 @@ class GeneralistSamples:
         m = self.mix
         if not 16 <= m.min_write <= m.max_write:
             raise ValueError(f"need 16 <= min_write <= max_write, got {m.min_write}, {m.max_write}")
+        if not 0.0 <= m.p_invented <= 1.0:
+            raise ValueError(f"p_invented must be in [0, 1], got {m.p_invented}")
         if m.kl_tokens != 0 and m.kl_tokens < 16:
             raise ValueError(f"kl_tokens must be 0 (random 64-128-token pieces) or >= 16, got {m.kl_tokens}")
         weights = [m.facts, m.edit, m.document, m.generic]
@@ -389,7 +425,7 @@ class GeneralistSamples:
         lens = self.tok([x for s in self._sents for x in s], add_special_tokens=False).input_ids
         it = iter(lens)
         self._slen = [[len(next(it)) for _ in s] for s in self._sents]
-        self._fake = Faker("en_US")
+        self._faker = self._fake = Faker("en_US")
 
     # ------------------------------------------------------------------ public API (same as DefaultSamples)
     def encode(self, text: str) -> list[int]:
@@ -402,7 +438,10 @@ class GeneralistSamples:
         m = self.mix
         kind = rng.choices(["facts", "edit", "document", "generic"], [m.facts, m.edit, m.document, m.generic])[0]
         for _ in range(20):
-            self._fake.seed_instance(rng.getrandbits(64))
+            self._faker.seed_instance(rng.getrandbits(64))
+            # no draw at all when p_invented is 0, so samples of runs without it stay bit-identical
+            invented = m.p_invented > 0 and rng.random() < m.p_invented
+            self._fake = InventedNames(self._faker, random.Random(rng.getrandbits(64))) if invented else self._faker
             out = getattr(self, "_" + kind)(rng, k)
             if out is not None and not any(banned_in(self.tok.decode(c)) for c in out["contexts"] + [out["target"]]):
                 return out
@@ -807,6 +846,7 @@ class GeneralistSamples:
         """n single-fact (context, question, answer) items in the generator's forms, drawn from this object's split
         (use split="heldout" for evaluation): the "templates" arm of the sentence-form probe."""
         rng = random.Random(f"generalist-qa-{self.seed}-{self.split}-{seed}")
+        self._fake = self._faker
         out = []
         while len(out) < n:
             self._fake.seed_instance(rng.getrandbits(64))
