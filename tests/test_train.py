@@ -311,6 +311,24 @@ def test_distillation_term_is_logged_and_resumes(tmp_path):
     assert [json.loads(l)["step"] for l in (tmp_path / "log.jsonl").open()] == [1, 2, 3, 4, 5, 6]
 
 
+def test_linear_learning_rate_decay(tmp_path):
+    """lr_decay_from: constant up to that step, then linearly down to lr_final at the last step; switched on by a
+    resumed run; bad values refused."""
+    cfg = TrainConfig(steps=10, lr=1e-3, lr_decay_from=6, lr_final=2e-4)
+    assert [round(cfg.lr_at(s), 6) for s in (0, 5, 6, 8, 10)] == [1e-3, 1e-3, 1e-3, 6e-4, 2e-4]
+    assert TrainConfig(steps=10, lr=1e-3).lr_at(9) == 1e-3
+    for bad in (dict(lr_decay_from=10), dict(lr_decay_from=-1), dict(lr_decay_from=2.5),
+                dict(lr_decay_from=2, lr_final=2e-2), dict(lr_decay_from=2, lr_final=-1.0)):
+        with pytest.raises(ValueError):
+            TrainConfig(steps=10, lr=1e-2, **bad)
+    make_trainer(tmp_path, steps=4).train()
+    again = make_trainer(tmp_path, steps=8, lr_decay_from=4, lr_final=2e-3)
+    again.train()
+    log = [json.loads(l) for l in (tmp_path / "log.jsonl").open()]
+    assert "lr" not in log[3]
+    assert [r["lr"] for r in log[4:]] == pytest.approx([1e-2, 8e-3, 6e-3, 4e-3])
+
+
 def test_command_line_parses_numbers_and_model_fields(capsys):
     from memoryllm_repro.train.loop import MODEL_FIELDS, TrainConfig, parse_args
     cfg = parse_args(["--lr", "5e-4", "--steps=10", "--kl_weight", "1", "--out_dir", "runs/x",

@@ -66,7 +66,11 @@ class TrainConfig:
                                         # start this run; optimizer and data stream start fresh
     steps: int = 3000                   # optimizer steps
     grad_accum: int = 1                 # micro-batches (documents) per optimizer step
-    lr: float = 1e-3                    # AdamW, constant (the authors used no schedule)
+    lr: float = 1e-3                    # AdamW, constant (the authors used no schedule) unless decayed below
+    # Our addition (0 = off, the paper): from step lr_decay_from the learning rate falls linearly to lr_final at
+    # `steps`, so the last snapshot is not one noisy draw of a constant-rate walk (a resumed run may switch it on)
+    lr_decay_from: int = 0
+    lr_final: float = 0.0
     weight_decay: float = 0.01          # torch AdamW default, as the authors
     max_grad_norm: float = 1.0          # 0 disables clipping (the authors had none)
     train_bos: bool = False             # the BOS vectors stay fixed as in the authors' 7B run
@@ -139,6 +143,17 @@ class TrainConfig:
             raise ValueError("eval_warm_pool re-runs the probes on a warm pool: it needs eval_probes (e.g. 'distance')")
         if not (isinstance(self.keep_every, int) and self.keep_every >= 0):
             raise ValueError(f"keep_every must be an integer >= 0, got {self.keep_every!r}")
+        if not (isinstance(self.lr_decay_from, int) and 0 <= self.lr_decay_from < max(self.steps, 1)):
+            raise ValueError(f"lr_decay_from must be an integer in [0, steps), got {self.lr_decay_from!r}")
+        if not (isinstance(self.lr_final, (int, float)) and 0 <= self.lr_final <= self.lr):
+            raise ValueError(f"lr_final must be a number in [0, lr], got {self.lr_final!r}")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step `step` + 1 (`step` steps done)."""
+        if not self.lr_decay_from or step < self.lr_decay_from:
+            return self.lr
+        frac = (step - self.lr_decay_from) / (self.steps - self.lr_decay_from)
+        return self.lr + (self.lr_final - self.lr) * min(frac, 1.0)
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -388,7 +403,7 @@ class Trainer:
         if "cuda_rng" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["cuda_rng"])
         for g in self.opt.param_groups:      # the config's learning rate wins over the one saved in the optimizer
-            g["lr"] = self.cfg.lr
+            g["lr"] = self.cfg.lr_at(self.state["step"])
         if self.acc.is_main_process:          # steps logged after the snapshot are redone: drop their lines
             for name in ("log.jsonl", "val.jsonl"):
                 truncate_jsonl(self.out / name, self.state["step"])
@@ -509,6 +524,8 @@ class Trainer:
         self.model.train()
         while st["step"] < cfg.steps:
             t0 = time.time()
+            for g in self.opt.param_groups:
+                g["lr"] = cfg.lr_at(st["step"])
             plan = self.plan()
             with acc.accumulate(self.runner):
                 loss, deltas = self.runner(plan, self.gen)
@@ -538,6 +555,7 @@ class Trainer:
                          ("new_knowledge_" + ("write_grad" if plan["through_write"] else "full_pool")) if k == 1
                          else f"continuous_{k}")
             rec = {"step": st["step"], "objective": objective, "kind": plan["kind"], "loss": loss.item(),
+                   **({"lr": self.opt.param_groups[0]["lr"]} if cfg.lr_decay_from else {}),
                    "loss_nomem": nomem, "kl": plan.get("kl"), "sec": round(time.time() - t0, 3),
                    "target_tokens": int(plan["target"].shape[1]),
                    "tokens": int(plan["target"].shape[1]) + sum(int(c.shape[1]) for c in plan.get("contexts", []))}
