@@ -276,3 +276,27 @@ def test_natural_facts_set():
 def test_faker_is_a_requirement():
     req = (Path(__file__).parents[1] / "requirements.txt").read_text()
     assert re.search(r"^faker(==|>=)\d", req, re.M | re.I)     # pinned: its output changes across versions
+
+
+def test_world_rehearsal(tok, gen):
+    """mix.world draws the first default checkpoint's format (world.py paragraphs of the train split, Question/Answer
+    lines); every answer is in a context; a run without it gets the samples it always got."""
+    w = G.GeneralistSamples(tok, seed=0, mix={"world": 1.0, "facts": 0.0, "edit": 0.0, "document": 0.0,
+                                             "generic": 0.0})
+    assert all(G.GeneralistSamples(tok, seed=0, mix={"world": 0.0}).sample(i, 2) == gen.sample(i, 2)
+               for i in range(10))
+    train_names = {p.name for p in World(seed=0, split="train").people} | {t.name for t in World(seed=0).towns}
+    named = 0
+    for i in range(30):
+        s = w.sample(i, 1 + i % 6)
+        contexts = [tok.decode(c) for c in s["contexts"]]
+        assert s["kind"] == "world-qa" and len(contexts) == 1 + i % 6 and s["answers"]
+        assert tok.decode(s["target"]).startswith("Question:")
+        assert all(any(a in c for c in contexts) for a in s["answers"])
+        named += any(n in contexts[0] for n in train_names)         # the train split's entities
+        # never a held-out entity (world.py's invented countries are shared by its two splits)
+        assert set(G.banned_in("\n".join(contexts))) <= {t.country for t in World(seed=0).towns}
+    assert named >= 20              # (a paragraph of pronoun-led facts may not name its entity)
+    mixed = G.GeneralistSamples(tok, seed=0, mix={"world": 0.2})
+    share = sum(mixed.sample(i, 2)["kind"] == "world-qa" for i in range(300)) / 300
+    assert 0.08 <= share <= 0.25

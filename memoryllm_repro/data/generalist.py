@@ -36,7 +36,7 @@ from faker import Faker
 from num2words import num2words
 
 from ..paths import EDITING_DIR
-from .corpus import GENERIC_HOLDOUT, chunk_document, generic_texts
+from .corpus import GENERIC_HOLDOUT, DefaultSamples, chunk_document, generic_texts
 from .world import COMPANY_SUFFIX, TOWN_SUFFIX, World, _word, split_of
 
 # ---------------------------------------------------------------------------------------------- name hygiene
@@ -73,6 +73,11 @@ def eval_entity_strings() -> frozenset[str]:
         if ws:
             out.add(" ".join(ws))
     return frozenset(out)
+
+
+@lru_cache(maxsize=1)
+def _world_countries() -> frozenset[str]:
+    return frozenset(t.country for t in World(seed=0, split="train").towns)
 
 
 @lru_cache(maxsize=1)
@@ -346,6 +351,9 @@ class GeneralistMix:
     edit: float = 0.15           # old value early, short "is now" write later, asked for the new value
     document: float = 0.15       # a long document cut into ~doc_chunk-token chunks, questions about earlier ones
     generic: float = 0.15        # plain continuation of generic text
+    world: float = 0.0           # rehearsal of the first default checkpoint's own format (corpus.DefaultSamples:
+                                 # world.py paragraphs of the train split, a block of "Question: .. Answer: .."
+                                 # lines), so a run started from it keeps what it could do
     p_chat: float = 0.4          # target in the chat template (else "Question: .. Answer: ..")
     p_sentence_answer: float = 0.25   # the answer as a full sentence instead of the bare value
     p_first: float = 0.5         # one question is about the earliest fact context
@@ -410,7 +418,7 @@ class GeneralistSamples:
             raise ValueError(f"p_invented must be in [0, 1], got {m.p_invented}")
         if m.kl_tokens != 0 and m.kl_tokens < 16:
             raise ValueError(f"kl_tokens must be 0 (random 64-128-token pieces) or >= 16, got {m.kl_tokens}")
-        weights = [m.facts, m.edit, m.document, m.generic]
+        weights = [m.facts, m.edit, m.document, m.generic, m.world]
         if min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"mix weights must be >= 0 with a positive sum, got {weights}")
         texts = generic_texts() if texts is None else texts
@@ -426,6 +434,7 @@ class GeneralistSamples:
         it = iter(lens)
         self._slen = [[len(next(it)) for _ in s] for s in self._sents]
         self._faker = self._fake = Faker("en_US")
+        self._default = None             # the rehearsal generator (mix.world), built on first use
 
     # ------------------------------------------------------------------ public API (same as DefaultSamples)
     def encode(self, text: str) -> list[int]:
@@ -436,14 +445,20 @@ class GeneralistSamples:
             raise ValueError(f"k must be >= 1, got {k}")
         rng = random.Random(f"generalist-{self.seed}-{self.split}-{index}-{k}")
         m = self.mix
-        kind = rng.choices(["facts", "edit", "document", "generic"], [m.facts, m.edit, m.document, m.generic])[0]
+        # (a zero weight at the end changes no draw: runs without `world` get the samples they always got)
+        kind = rng.choices(["facts", "edit", "document", "generic", "world"],
+                           [m.facts, m.edit, m.document, m.generic, m.world])[0]
         for _ in range(20):
             self._faker.seed_instance(rng.getrandbits(64))
             # no draw at all when p_invented is 0, so samples of runs without it stay bit-identical
             invented = m.p_invented > 0 and rng.random() < m.p_invented
             self._fake = InventedNames(self._faker, random.Random(rng.getrandbits(64))) if invented else self._faker
             out = getattr(self, "_" + kind)(rng, k)
-            if out is not None and not any(banned_in(self.tok.decode(c)) for c in out["contexts"] + [out["target"]]):
+            # world.py's 30 invented countries are shared by both of its splits (a town of either split lies in one):
+            # the rehearsal may name them, never a held-out entity
+            shared = _world_countries() if kind == "world" else frozenset()
+            if out is not None and not any(set(banned_in(self.tok.decode(c))) - shared
+                                           for c in out["contexts"] + [out["target"]]):
                 return out
         raise RuntimeError(f"sample {index}: no clean sample of kind {kind} in 20 tries")
 
@@ -840,6 +855,14 @@ class GeneralistSamples:
             chunks.append(ids[i:i + n])
             i += n
         return {"contexts": chunks[:-1], "target": chunks[-1], "kind": "generic", "answers": []}
+
+    def _world(self, rng, k):
+        """A sample of the first default checkpoint's training format (facts only), asked as it was."""
+        if self._default is None:
+            self._default = DefaultSamples(self.tok, self.seed, p_generic=0.0, texts=[])
+        s = self._default.sample(rng.getrandbits(48), k)
+        answers = re.findall(r"Answer: (.*)", self.tok.decode(s["target"]))
+        return {"contexts": s["contexts"], "target": s["target"], "kind": "world-qa", "answers": answers}
 
     # ------------------------------------------------------------------ evaluation in the generator's own format
     def qa_examples(self, n: int, seed: int = 0) -> list[dict]:
