@@ -402,8 +402,6 @@ class Trainer:
         torch.set_rng_state(tensors["torch_rng"])        # LoRA dropout draws from it
         if "cuda_rng" in tensors and torch.cuda.is_available():
             torch.cuda.set_rng_state(tensors["cuda_rng"])
-        for g in self.opt.param_groups:      # the config's learning rate wins over the one saved in the optimizer
-            g["lr"] = self.cfg.lr_at(self.state["step"])
         if self.acc.is_main_process:          # steps logged after the snapshot are redone: drop their lines
             for name in ("log.jsonl", "val.jsonl"):
                 truncate_jsonl(self.out / name, self.state["step"])
@@ -524,7 +522,7 @@ class Trainer:
         self.model.train()
         while st["step"] < cfg.steps:
             t0 = time.time()
-            for g in self.opt.param_groups:
+            for g in self.opt.param_groups:      # the config's schedule, also over the rate a snapshot saved
                 g["lr"] = cfg.lr_at(st["step"])
             plan = self.plan()
             with acc.accumulate(self.runner):
