@@ -7,7 +7,7 @@
 # without its context ever written) and the exponential upper bound of Eq. 5,
 # $a_t = a_b + (a_u - a_b)\,((N-K)/N)^{t-1}$, with $a_u$ the accuracy at update 1 and $a_b$ the borderline.
 #
-# * `make figure5` runs the small CPU configuration below on the default model (about 10 minutes on 2 cores).
+# * `make figure5` runs the small CPU configuration below on the default model (about 7 minutes on 2 cores).
 # * `make figure5 FULL=1` uses `configs/notebooks/figure5_retention.full.yaml` (SQuAD + NaturalQuestions in the
 #   authors' formats, paper-scale sample counts, CUDA).
 # * All computation lives in `memoryllm_repro.eval.retention`, the drawing in `memoryllm_repro.figures.figure5`.
@@ -17,7 +17,7 @@
 model = "default"            # "default", "untrained", "tiny", or a checkpoint folder (see memoryllm_repro.checkpoints)
 datasets = ["bundled"]       # "bundled" (held-out fictional facts), "squad", "nq"
 num_examples = 36            # questions per dataset
-num_updates = 15             # unrelated contexts written after the relevant one
+num_updates = 19             # unrelated contexts written after the relevant one (updates 1-20: the paper's span)
 num_distractors = 30         # size of the shared list of unrelated contexts
 seed = 0
 carry_over = False           # True: the pool is not restored between examples (the authors default)
