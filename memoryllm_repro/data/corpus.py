@@ -137,7 +137,8 @@ class DefaultSamples:
         flat = [qa for qas in pool for qa in qas if qa not in questions]
         questions += rng.sample(flat, min(n_q - len(questions), len(flat)))
         rng.shuffle(questions)
-        return {"contexts": contexts, "target": self.encode(qa_block(questions, rng)), "kind": f"facts{k}"}
+        return {"contexts": contexts, "target": self.encode(qa_block(questions, rng)), "kind": f"facts{k}",
+                "answers": [a for _, a in questions]}
 
 
 def warmup_contexts(tokenizer, num_writes: int, seed: int = 0, min_len: int = 64, max_len: int = 128,

@@ -38,7 +38,8 @@ def _syllable(r: random.Random) -> str:
     return r.choice(ONSETS) + r.choice(VOWELS) + r.choice(CODAS)
 
 
-def _word(r: random.Random, n: int) -> str:
+def invented_word(r: random.Random, n: int) -> str:
+    """n invented syllables, capitalised ("Troustgia"): a name the backbone cannot know anything about."""
     return "".join(_syllable(r) for _ in range(n)).capitalize()
 
 
@@ -135,20 +136,20 @@ class World:
         def want(name):
             return split_of(name) == self.split
 
-        countries = [_word(r, 2) + r.choice(["ia", "land", "or", ""]) for _ in range(30)]
+        countries = [invented_word(r, 2) + r.choice(["ia", "land", "or", ""]) for _ in range(30)]
         while len(self.towns) < self.n_towns:
-            name = fresh(lambda: _word(r, r.choice([1, 2])) + r.choice(TOWN_SUFFIX))
-            t = Town(name, r.choice(countries), _word(r, 2), r.randint(900, 1900), r.choice(KNOWN_FOR),
+            name = fresh(lambda: invented_word(r, r.choice([1, 2])) + r.choice(TOWN_SUFFIX))
+            t = Town(name, r.choice(countries), invented_word(r, 2), r.randint(900, 1900), r.choice(KNOWN_FOR),
                      r.choice(PRODUCTS))
             if want(name):
                 self.towns.append(t)
         while len(self.people) < self.n_people:
-            name = fresh(lambda: f"{_word(r, 2)} {_word(r, r.choice([2, 3]))}")
+            name = fresh(lambda: f"{invented_word(r, 2)} {invented_word(r, r.choice([2, 3]))}")
             town = r.choice(self.towns).name
-            company = f"{_word(r, 2)} {r.choice(COMPANY_SUFFIX)}"
+            company = f"{invented_word(r, 2)} {r.choice(COMPANY_SUFFIX)}"
             p = Person(name, r.choice(["he", "she"]), town, r.randint(1700, 1999), r.choice(JOBS),
-                       r.choice(ANIMALS), _word(r, 2), r.choice(FOODS), r.choice(INSTRUMENTS), company,
-                       _word(r, 2), r.choice(COLORS))
+                       r.choice(ANIMALS), invented_word(r, 2), r.choice(FOODS), r.choice(INSTRUMENTS), company,
+                       invented_word(r, 2), r.choice(COLORS))
             if want(name):
                 self.people.append(p)
 
