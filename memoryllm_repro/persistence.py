@@ -389,12 +389,20 @@ def warm_up(model, source: str = "generic", num_writes: int | None = None, seed:
         model.inject_memory(torch.tensor([ids], device=model.device))
 
 
+def training_steps(folder) -> int | None:
+    """Optimizer steps behind an exported checkpoint, counting the checkpoint its run started from (if recorded)."""
+    info = Path(folder) / "training_info.json"
+    if not info.is_file():
+        return None
+    d = json.loads(info.read_text())
+    return d.get("optimizer_steps_total", d.get("optimizer_steps"))
+
+
 def model_card_text(model, folder: Path) -> str:
     """README.md with YAML front matter, as a hub page shows it."""
     c = model.config
     hub = HUB_NAMES.get(c.backbone, c.backbone)
-    info = folder / "training_info.json"
-    steps = json.loads(info.read_text()).get("optimizer_steps") if info.is_file() else None
+    steps = training_steps(folder)
     front = ["---", "license: apache-2.0", "library_name: transformers", "pipeline_tag: text-generation",
              "tags: [memoryllm, self-updatable-llm, memory-augmented]"]
     if hub:

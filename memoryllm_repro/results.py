@@ -3,6 +3,7 @@ and git commit, so every number in a figure can be traced to the run that made i
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import platform
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from .files import atomic_write, remove_stale_temp, write_text
 
-from .paths import PACKAGE
+from .paths import DEFAULT_CHECKPOINT, PACKAGE
 from .paths import ROOT as REPO  # outputs root (a checkout or the cwd)
 PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "numpy", "pandas")
 
@@ -45,10 +46,28 @@ def results_dir(name: str, root: str | Path | None = None) -> Path:
     return d
 
 
+RUN_STATE = ("optimizer.safetensors", "trainer_state.json", "trainer_state.safetensors")   # a snapshot's, not φ's
+
+
+def model_digest(spec) -> str | None:
+    """sha256 over the files a `model` parameter loads ("default": the bundled checkpoint; a folder: its files but
+    a training snapshot's optimizer state), None for a spec that names no local folder ("tiny", a hub id). A run
+    records it so that a re-draw never shows another checkpoint's numbers under the same spec (e.g. "default"
+    after the bundled checkpoint was replaced)."""
+    folder = DEFAULT_CHECKPOINT if spec == "default" else Path(str(spec))
+    if not (folder / "config.json").is_file():
+        return None
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in RUN_STATE):
+        h.update(f.relative_to(folder).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def write_run(directory: Path, rows: list[dict], config: dict, extra: dict | None = None,
               table: str = "records.csv") -> Path:
-    """rows -> CSV; config + environment (+ extra facts such as wall time) -> config.json. Both written
-    atomically (temp file + rename): a kill leaves the previous run's files or the new ones, never half a table."""
+    """rows -> CSV; config + environment (+ extra facts such as wall time, the model's files digest) ->
+    config.json. Both written atomically (temp file + rename): a kill leaves the previous run's files or the new
+    ones, never half a table."""
     import pandas as pd
 
     directory = Path(directory)
@@ -56,7 +75,8 @@ def write_run(directory: Path, rows: list[dict], config: dict, extra: dict | Non
     path = directory / table
     frame = pd.DataFrame(rows)
     atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
-    write_text(directory / "config.json", json.dumps({"config": config, "environment": environment(),
+    digest = {"model_digest": model_digest(config["model"])} if "model" in config else {}
+    write_text(directory / "config.json", json.dumps({"config": config, "environment": environment(), **digest,
                                                       **(extra or {})}, indent=1, default=str))
     return path
 
@@ -100,7 +120,8 @@ PRESENTATION_PARAMS = ("recompute", "figure_name")
 def reuse_run(directory: Path, params: dict, table: str = "records.csv",
               ignore: tuple[str, ...] = PRESENTATION_PARAMS):
     """(rows, config.json) of an earlier run in `directory` made with the same parameters as `params` (those in
-    `ignore` aside), else None: a notebook re-draws its figure from these instead of recomputing them."""
+    `ignore` aside) and, for a `model` parameter, the same model files, else None: a notebook re-draws its figure
+    from these instead of recomputing them."""
     import pandas as pd
     cfg, path = Path(directory) / "config.json", Path(directory) / table
     if not (cfg.is_file() and path.is_file()):
@@ -112,5 +133,7 @@ def reuse_run(directory: Path, params: dict, table: str = "records.csv",
     now = json.loads(json.dumps(params, default=str))      # as write_run stored it (tuples -> lists, ...)
     before = recorded.get("config", {})
     if {k: v for k, v in now.items() if k not in ignore} != {k: v for k, v in before.items() if k not in ignore}:
+        return None
+    if "model" in params and recorded.get("model_digest") != model_digest(params["model"]):
         return None
     return pd.read_csv(path), recorded

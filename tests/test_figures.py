@@ -20,7 +20,7 @@ from memoryllm_repro.eval.longbench import summarize_longbench  # noqa: E402
 from memoryllm_repro.eval.retention import summarize, wilson  # noqa: E402
 from memoryllm_repro.figures import (PAPER, ablation_groups, eq5, figure4, figure5, figure6, figure7,  # noqa: E402
                                      replot_committed, table2_frame)
-from memoryllm_repro.results import reuse_run, write_run  # noqa: E402
+from memoryllm_repro.results import model_digest, reuse_run, write_run  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -213,6 +213,25 @@ def test_reuse_run(tmp_path):
     assert reuse_run(tmp_path, {**params, "new": 1}) is None
     (tmp_path / "config.json").write_text("{not json")
     assert reuse_run(tmp_path, params) is None
+
+
+def test_reuse_run_refuses_another_checkpoint_under_the_same_spec(tmp_path):
+    """A folder's files changed since the run (e.g. the bundled default replaced by a new export): recompute."""
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    (ckpt / "adapter").mkdir(parents=True)
+    out.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "adapter" / "adapter_model.safetensors").write_bytes(b"first")
+    (ckpt / "optimizer.safetensors").write_bytes(b"run state")
+    params = dict(model=str(ckpt), lengths=[1, 2])
+    write_run(out, [dict(a=1)], params)
+    (ckpt / "optimizer.safetensors").write_bytes(b"other run state")     # not φ: still the same model
+    assert reuse_run(out, params) is not None
+    (ckpt / "adapter" / "adapter_model.safetensors").write_bytes(b"second")
+    assert reuse_run(out, params) is None
+    write_run(out, [dict(a=2)], params)
+    assert reuse_run(out, params)[0].to_dict("records") == [dict(a=2)]
+    assert json.loads((out / "config.json").read_text())["model_digest"] == model_digest(str(ckpt))
 
 
 def test_is_stand_in():
