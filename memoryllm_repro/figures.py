@@ -419,8 +419,8 @@ def figure7(summary, *, trained: dict | None = None, caption: str | None = None)
 
 # ---------------------------------------------------------------------------------------------- re-plot
 def replot_committed(directory: str | Path | None = None) -> list[Path]:
-    """Re-draw the figures whose tidy CSVs are committed in figures/ (Figure 4 + Table 2, Figure 7; Figure 5 and
-    6 once their CSVs are there), from the CSVs alone. The caption facts that are not in a CSV (model, run time)
+    """Re-draw the figures whose tidy CSVs are committed in figures/ (Figures 4, 5, 6 - each committed stream -
+    and 7), from the CSVs alone. The caption facts that are not in a CSV (model, run time)
     are read from figures/<name>.json when present."""
     import json
 
@@ -446,12 +446,13 @@ def replot_committed(directory: str | Path | None = None) -> list[Path]:
         fig = figure5(pd.read_csv(d / "figure5_retention.csv"), m["N"], m["K"], caption=m.get("caption"))
         written += savefig(fig, "figure5_retention", d)
         plt.close(fig)
-    if (d / "figure6_integrity.csv").is_file():
-        m = meta("figure6_integrity")
-        fig = figure6(pd.read_csv(d / "figure6_integrity.csv"), pd.read_csv(d / "figure6_integrity_health.csv"),
-                      m["N"], m["K"], window=m["window"],
+    # every committed stream (figure6_integrity, and e.g. figure6_integrity_generalist: another checkpoint's)
+    for health in sorted(d.glob("figure6_integrity*_health.csv")):
+        name = health.name[:-len("_health.csv")]
+        m = meta(name)
+        fig = figure6(pd.read_csv(d / f"{name}.csv"), pd.read_csv(health), m["N"], m["K"], window=m["window"],
                       ema_decay=m["ema_decay"], dataset=m.get("dataset", "bundled"), caption=m.get("caption"))
-        written += savefig(fig, "figure6_integrity", d)
+        written += savefig(fig, name, d)
         plt.close(fig)
     if (d / "figure7_ablation.csv").is_file():
         m = meta("figure7_ablation")

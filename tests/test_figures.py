@@ -247,8 +247,15 @@ def test_replot_committed_from_csvs_only(tmp_path):
     summary.to_csv(tmp_path / "figure5_retention.csv", index=False)
     (tmp_path / "figure5_retention.json").write_text(json.dumps({"N": 320, "K": 32, "caption": "c"}))
     ablation_summary(["k32_n10", "k64_n10"]).to_csv(tmp_path / "figure7_ablation.csv", index=False)
+    records, health = integrity_frames()
+    for name in ("figure6_integrity", "figure6_integrity_generalist"):     # two checkpoints' streams
+        integrity_series(records, 10, 0.9).to_csv(tmp_path / f"{name}.csv", index=False)
+        health.to_csv(tmp_path / f"{name}_health.csv", index=False)
+        (tmp_path / f"{name}.json").write_text(json.dumps({"N": 320, "K": 32, "window": 10, "ema_decay": 0.9}))
     written = replot_committed(tmp_path)
     assert sorted(p.name for p in written) == sorted(f"{n}.{e}" for n in ("figure4_longbench", "figure5_retention",
+                                                                          "figure6_integrity",
+                                                                          "figure6_integrity_generalist",
                                                                           "figure7_ablation")
                                                      for e in ("png", "pdf"))
     assert all(p.stat().st_size > 0 for p in written)
