@@ -273,25 +273,28 @@ def _resolve_device(device_map):
     return torch.device(device_map)
 
 
-_AUTO_KWARGS = ("adapter_kwargs", "_from_auto", "code_revision", "subfolder", "_from_pipeline")
+_AUTO_KWARGS = ("adapter_kwargs", "code_revision", "subfolder", "_from_pipeline")
 
 
 def from_pretrained(cls, path, *model_args, dtype=None, torch_dtype=None, attn_implementation: str = "sdpa",
                     load_memory: bool = True, device_map=None, revision: str | None = None, token=None,
                     cache_dir=None, local_files_only: bool = False, config=None, trust_remote_code=None,
-                    **unused):
-    # what AutoModelForCausalLM passes along by itself; harmless while empty, refused when it asks for something
+                    force_download: bool = False, proxies: dict | None = None, **unused):
+    # what AutoModelForCausalLM passes along by itself (transformers >= 5.25 also force_download, proxies and
+    # _from_auto=True); harmless while empty, refused when it asks for something
     for k in [k for k, v in unused.items() if k in _AUTO_KWARGS
               and (not v or (isinstance(v, dict) and not any(v.values())))]:
         unused.pop(k)
     unused.pop("_commit_hash", None)
+    unused.pop("_from_auto", None)      # a marker of the Auto class path, whatever its value
     if model_args or unused:
         raise TypeError(f"MemoryLLM.from_pretrained got unsupported arguments: {unused or model_args}")
     local = Path(path)
     if not local.is_dir():
         from huggingface_hub import snapshot_download
         local = Path(snapshot_download(str(path), revision=revision, token=token, cache_dir=cache_dir,
-                                       local_files_only=local_files_only))
+                                       local_files_only=local_files_only, force_download=force_download,
+                                       proxies=proxies))
     if not (local / "config.json").is_file():
         raise ValueError(f"{path} has no config.json: not a model folder")
     cfg_dict = json.loads((local / "config.json").read_text())
