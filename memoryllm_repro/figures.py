@@ -438,7 +438,8 @@ def replot_committed(directory: str | Path | None = None) -> list[Path]:
         m = meta("figure4_longbench")
         ev = d / "figure4_longbench_evidence.csv"
         fig = figure4(pd.read_csv(d / "figure4_longbench.csv"), pd.read_csv(ev) if ev.is_file() else None,
-                      window=m.get("window"), full_max=m.get("full_max"), caption=m.get("caption"))
+                      window=m.get("window"), full_max=m.get("full_max"), caption=m.get("caption"),
+                      chunk=m.get("chunk"), alt_chunk=m.get("alt_chunk"))
         written += savefig(fig, "figure4_longbench", d)
         plt.close(fig)
     if (d / "figure5_retention.csv").is_file():

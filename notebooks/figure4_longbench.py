@@ -90,7 +90,7 @@ if figure_name and not is_stand_in(description):   # the committed numbers behin
     summary.to_csv(REPO / "figures" / f"{figure_name}.csv", index=False)
     by_place.to_csv(REPO / "figures" / f"{figure_name}_evidence.csv", index=False)
     (REPO / "figures" / f"{figure_name}.json").write_text(json.dumps(
-        {"window": window, "full_max": full_max, "caption": caption}, indent=1))
+        {"window": window, "full_max": full_max, "chunk": chunk, "alt_chunk": alt_chunk, "caption": caption}, indent=1))
 plt.show()
 
 # %%
