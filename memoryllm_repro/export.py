@@ -19,11 +19,11 @@ import torch
 
 from .checkpoints import latest_snapshot
 from .model import MemoryLLM
-from .persistence import LEARNED, export_warmup, snapshot_step, training_steps
+from .persistence import export_warmup, is_learned, snapshot_step, training_steps
 
 
 def _learned(model) -> dict[str, torch.nn.Parameter]:
-    return {n: p for n, p in model.named_parameters() if "lora_" in n or n in LEARNED}
+    return {n: p for n, p in model.named_parameters() if is_learned(n)}
 
 
 def average_into(model: MemoryLLM, others: list[Path]) -> None:

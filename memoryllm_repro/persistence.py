@@ -39,6 +39,11 @@ MEMORY_FILE = "memory.safetensors"
 ADAPTER_DIR = "adapter"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LEARNED = ("bos_embedding", "new_memory_positional_emb")
+
+
+def is_learned(name: str) -> bool:
+    """A parameter of φ's training rather than the backbone's: a LoRA tensor or one of the LEARNED vectors."""
+    return "lora_" in name or name in LEARNED
 HUB_NAMES = {DEFAULT_BACKBONE: "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
@@ -274,6 +279,7 @@ def _resolve_device(device_map):
 
 
 _AUTO_KWARGS = ("adapter_kwargs", "code_revision", "subfolder", "_from_pipeline")
+_AUTO_MARKERS = ("_commit_hash", "_from_auto")     # set by transformers itself, whatever their value
 
 
 def from_pretrained(cls, path, *model_args, dtype=None, torch_dtype=None, attn_implementation: str = "sdpa",
@@ -281,12 +287,10 @@ def from_pretrained(cls, path, *model_args, dtype=None, torch_dtype=None, attn_i
                     cache_dir=None, local_files_only: bool = False, config=None, trust_remote_code=None,
                     force_download: bool = False, proxies: dict | None = None, **unused):
     # what AutoModelForCausalLM passes along by itself (transformers >= 5.25 also force_download, proxies and
-    # _from_auto=True); harmless while empty, refused when it asks for something
-    for k in [k for k, v in unused.items() if k in _AUTO_KWARGS
-              and (not v or (isinstance(v, dict) and not any(v.values())))]:
+    # _from_auto=True): options harmless while empty, refused when they ask for something; markers dropped
+    for k in [k for k, v in unused.items() if k in _AUTO_MARKERS or (k in _AUTO_KWARGS
+              and (not v or (isinstance(v, dict) and not any(v.values()))))]:
         unused.pop(k)
-    unused.pop("_commit_hash", None)
-    unused.pop("_from_auto", None)      # a marker of the Auto class path, whatever its value
     if model_args or unused:
         raise TypeError(f"MemoryLLM.from_pretrained got unsupported arguments: {unused or model_args}")
     local = Path(path)

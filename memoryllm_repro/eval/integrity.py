@@ -111,9 +111,8 @@ def model_fingerprint(model) -> str:
         h.update(f"memory_positions={model.config.memory_positions}".encode())
     for name, p in sorted(model.named_parameters(), key=lambda x: x[0]):
         x = p.detach().reshape(-1)
-        trained = "lora_" in name or name in ("bos_embedding", "new_memory_positional_emb")
         h.update(name.encode())
-        h.update((x if trained else x[::4099]).float().cpu().numpy().tobytes())
+        h.update((x if persistence.is_learned(name) else x[::4099]).float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
